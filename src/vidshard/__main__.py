@@ -1,0 +1,3 @@
+from vidshard.cli.app import main
+
+main()

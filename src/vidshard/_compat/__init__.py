@@ -1,0 +1,1 @@
+"""Small compatibility shims. Each one is inert where it is not needed."""

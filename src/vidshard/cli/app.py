@@ -1,0 +1,222 @@
+"""The `vidshard` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vidshard.errors import ConfigError, VidshardError
+from vidshard.models.options import TileOption
+
+app = typer.Typer(
+    name="vidshard",
+    help="Run video AI models on every accelerator you have.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """A user's mistake is one line on stderr and exit code 2, never a traceback."""
+    try:
+        yield
+    except VidshardError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted", highlight=False)
+        raise typer.Exit(130) from None
+
+
+def parse_tile(value: str) -> TileOption:
+    """`auto`, `0`/`none` (no tiling) or a tile edge in pixels."""
+    text = value.strip().lower()
+    if text == "auto":
+        return "auto"
+    if text in ("0", "none", "off"):
+        return None
+    try:
+        tile = int(text)
+    except ValueError:
+        raise ConfigError(f"--tile expects a number of pixels or 'auto', got {value!r}") from None
+    if tile < 16:
+        raise ConfigError(f"--tile must be at least 16 pixels (or 0 for none), got {tile}")
+    return tile
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def devices(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List GPUs, NPUs and the CPU, with memory, utilisation and a suggested slot layout."""
+    from vidshard.devices import discover_devices, status_to_dict, suggest_layout
+
+    with user_errors():
+        statuses = discover_devices()
+        layout = suggest_layout(statuses)
+        if as_json:
+            payload = {"devices": [status_to_dict(s) for s in statuses], "suggested": layout}
+            out.print_json(json.dumps(payload))
+            return
+        table = Table("device", "name", "memory", "util", "temp")
+        for s in statuses:
+            mem = (
+                f"{(s.memory_used_bytes or 0) / 2**30:.1f} / {s.memory_total_bytes / 2**30:.1f} GiB"
+                if s.memory_total_bytes
+                else "-"
+            )
+            util = f"{s.utilization_pct:.0f}%" if s.utilization_pct is not None else "-"
+            temp = f"{s.temperature_c:.0f}°C" if s.temperature_c is not None else "-"
+            table.add_row(s.device.label, s.device.name, mem, util, temp)
+        out.print(table)
+        out.print(f"suggested: --devices {layout}")
+
+
+@app.command()
+def probe(
+    input: Annotated[Path, typer.Argument(help="Video file.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON, with every timestamp.")
+    ] = False,
+) -> None:
+    """Scan a file without decoding it: streams, frames, timestamps, keyframes, rotation."""
+    from vidshard.media import probe as probe_file
+    from vidshard.media import probe_to_dict
+
+    with user_errors():
+        info = probe_file(input)
+        if as_json:
+            out.print_json(json.dumps(probe_to_dict(info)))
+            return
+        v = info.video
+        table = Table(show_header=False, box=None)
+        rows = [
+            ("file", str(info.path)),
+            ("container", info.format_name),
+            ("video", f"#{v.index} {v.codec} {v.width}x{v.height} {v.pix_fmt or '?'}"),
+            ("frames", str(v.frame_count)),
+            ("duration", f"{info.duration_s:.3f} s"),
+            ("frame rate", f"{float(v.avg_rate):.3f} fps avg" if v.avg_rate else "?"),
+            ("keyframes", f"{len(v.keyframes)}"),
+            ("rotation", f"{v.rotation}°"),
+        ]
+        rows += [(f"stream #{s.index}", f"{s.kind} {s.codec or '?'}") for s in info.streams]
+        for key, value in rows:
+            table.add_row(f"[bold]{key}", value)
+        out.print(table)
+
+
+@app.command()
+def upscale(
+    input: Annotated[Path, typer.Argument(help="Video file to upscale.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output video file.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="lanczos, bicubic, identity, a weights file (.pth/.safetensors: HAT, "
+            "Real-ESRGAN, SwinIR, ...) or your own class (pkg.module:Class, file.py:Class).",
+        ),
+    ] = "lanczos",
+    scale: Annotated[int | None, typer.Option(help="Scale factor (default: the model's).")] = None,
+    devices: Annotated[
+        str, typer.Option(help="all, 0,1,3, cuda:0,cuda:2, npu:0-7, cpu:4; repeats are weights.")
+    ] = "all",
+    workers_per_device: Annotated[int, typer.Option(help="Worker slots per device.")] = 1,
+    tile: Annotated[str, typer.Option(help="Tile edge in pixels, auto, or 0 for none.")] = "auto",
+    tile_overlap: Annotated[int, typer.Option(help="Tile overlap in pixels.")] = 16,
+    overlap_frames: Annotated[
+        int, typer.Option(help="Context frames on each side of a segment; crossfaded.")
+    ] = 0,
+    segment_seconds: Annotated[
+        float | None, typer.Option(help="Segment length (default: ~2 s, 4+ per slot).")
+    ] = None,
+    codec: Annotated[str, typer.Option(help="Video encoder (libx264, libx265, ...).")] = "libx264",
+    crf: Annotated[int, typer.Option(help="Quality; 0 with libx264 is lossless.")] = 18,
+    preset: Annotated[str, typer.Option(help="Encoder preset.")] = "medium",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16.")] = "fp32",
+    batch_size: Annotated[int | None, typer.Option(help="Frames per model call.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Upscale a video over every device: exact frames and timestamps, audio kept."""
+    from vidshard.cli.display import JobDisplay
+    from vidshard.engine.upscale import UpscaleOptions, run_upscale
+
+    with user_errors():
+        options = UpscaleOptions(
+            model=model,
+            scale=scale,
+            devices=devices,
+            workers_per_device=workers_per_device,
+            tile=parse_tile(tile),
+            tile_overlap=tile_overlap,
+            overlap_frames=overlap_frames,
+            segment_seconds=segment_seconds,
+            codec=codec,
+            crf=crf,
+            preset=preset,
+            precision=precision,
+            batch_size=batch_size,
+        )
+        show = not quiet and not as_json and err.is_terminal
+        with JobDisplay(err, "starting", enabled=show) as display:
+            result = run_upscale(
+                input, output, options, on_progress=display.update, on_phase=display.phase
+            )
+        if as_json:
+            out.print_json(json.dumps(result_to_dict(result)))
+            return
+        w, h = result.size_wh
+        out.print(
+            f"wrote {result.output} ({w}x{h}, {result.frames} frames) in "
+            f"{result.seconds:.1f} s, {result.fps:.1f} fps over {len(result.slots)} slot(s)",
+            highlight=False,
+        )
+
+
+def result_to_dict(result: object) -> dict[str, object]:
+    from vidshard.engine.upscale import UpscaleResult
+
+    assert isinstance(result, UpscaleResult)
+    return {
+        "output": str(result.output),
+        "frames": result.frames,
+        "seconds": round(result.seconds, 3),
+        "fps": round(result.fps, 2),
+        "size_wh": list(result.size_wh),
+        "segments": result.segments,
+        "slots": [
+            {"slot": s.label, "frames": s.frames, "units": s.units, "fps": round(s.fps, 2)}
+            for s in result.slots
+        ],
+    }
+
+
+def main() -> None:
+    app(prog_name="vidshard")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,72 @@
+"""Work units and their results: the small messages between coordinator and workers.
+
+A unit names its inputs and outputs by path; no frame pixels travel in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vidshard.media.plan import Segment
+from vidshard.media.types import VideoStreamInfo
+from vidshard.media.writer import EncodeSettings
+
+
+@dataclass(frozen=True)
+class SegmentUnit:
+    """Decode a segment (with context), run the model, encode its core, dump seam halves."""
+
+    unit_id: str
+    source: Path
+    video: VideoStreamInfo
+    segment: Segment
+    core_path: Path
+    seam_left_path: Path | None  # raw model outputs for the seam before this segment
+    seam_right_path: Path | None  # ... and after it
+    settings: EncodeSettings
+    scale: int
+    batch_size: int
+
+    @property
+    def frames(self) -> int:
+        start, end = self.segment.read_range
+        return end - start
+
+    @property
+    def needs_model(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class SeamUnit:
+    """Crossfade the two raw halves of a seam and encode the result."""
+
+    unit_id: str
+    video: VideoStreamInfo
+    frame_range: tuple[int, int]
+    left_path: Path  # from the segment before the seam
+    right_path: Path  # from the segment after it
+    out_path: Path
+    settings: EncodeSettings
+    size_wh: tuple[int, int]
+
+    @property
+    def frames(self) -> int:
+        return self.frame_range[1] - self.frame_range[0]
+
+    @property
+    def needs_model(self) -> bool:
+        return False
+
+
+WorkUnit = SegmentUnit | SeamUnit
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    unit_id: str
+    slot_label: str
+    frames: int  # frames the model (or blender) processed, context included
+    seconds: float  # wall time in the worker
+    outputs: tuple[Path, ...] = field(default_factory=tuple)

@@ -1,0 +1,48 @@
+"""The interface the engine drives; backends (local processes, Ray) implement it alike."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+
+from vidshard.devices.types import DeviceSlot
+from vidshard.engine.events import Event
+from vidshard.engine.units import UnitResult, WorkUnit
+from vidshard.errors import WorkerError
+from vidshard.models.registry import ModelRef
+
+EventSink = Callable[[Event], None]
+
+
+class WorkerLost(WorkerError):
+    """The worker running a unit died or stopped answering; the unit may be retried."""
+
+
+class Executor(ABC):
+    """Start one worker per slot with a model, run units on idle workers, shut down."""
+
+    @abstractmethod
+    def start(self, slots: Sequence[DeviceSlot], model: ModelRef, on_event: EventSink) -> None:
+        """Start the workers and return once every one is ready (or has failed)."""
+
+    @abstractmethod
+    def submit(self, unit: WorkUnit) -> Future[UnitResult]:
+        """Queue a unit; the first idle worker takes it."""
+
+    @abstractmethod
+    def live_slots(self) -> list[str]:
+        """Labels of the slots whose workers are up."""
+
+    @abstractmethod
+    def shutdown(self) -> None:
+        """Stop every worker; pending units fail with CancelledError."""
+
+
+def create_executor(name: str) -> Executor:
+    """Pick a backend by name; optional backends are imported only when chosen."""
+    if name == "local":
+        from .local import LocalExecutor
+
+        return LocalExecutor()
+    raise WorkerError(f"unknown executor {name!r}; expected 'local'")

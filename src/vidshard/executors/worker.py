@@ -1,0 +1,108 @@
+"""The worker process: set device visibility, then import the framework and load the model.
+
+Nothing here imports torch at module level: the visibility variable must be set first
+(DESIGN invariant 6). The model recipe arrives over the pipe after that, not as a
+process argument, so unpickling it cannot import a framework early either.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from vidshard.devices.types import DeviceSlot
+
+logger = logging.getLogger(__name__)
+PROGRESS_INTERVAL_S = 0.2
+
+
+class _Channel:
+    """Thread-safe sends; progress is batched to at most one message per interval."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._conn.send(message)
+
+    def progress_fn(self, unit_id: str) -> Any:
+        pending = 0
+        last = time.monotonic()
+
+        def report(frames: int) -> None:
+            nonlocal pending, last
+            pending += frames
+            now = time.monotonic()
+            if pending and now - last >= PROGRESS_INTERVAL_S:
+                self.send(("progress", unit_id, pending))
+                pending, last = 0, now
+
+        def flush() -> None:
+            nonlocal pending
+            if pending:
+                self.send(("progress", unit_id, pending))
+                pending = 0
+
+        report.flush = flush  # type: ignore[attr-defined]
+        return report
+
+
+def describe_error(exc: BaseException) -> tuple[str, str, str]:
+    return (type(exc).__name__, str(exc), traceback.format_exc())
+
+
+def worker_main(slot: DeviceSlot, conn: Connection) -> None:
+    """Entry point of a worker process (spawned)."""
+    from vidshard.devices.visibility import apply_visibility
+
+    # Ctrl-C reaches the whole process group; the coordinator decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    apply_visibility(slot)  # before any framework import
+    channel = _Channel(conn)
+    started = time.monotonic()
+    try:
+        _kind, model_ref = conn.recv()
+        from vidshard.devices.visibility import configure_torch_threads
+        from vidshard.models.registry import build_model
+
+        configure_torch_threads(slot)
+        model = build_model(model_ref)
+        model.load(slot.torch_device)
+    except BaseException as exc:
+        channel.send(("load_failed", *describe_error(exc)))
+        return
+    channel.send(("ready", os.getpid(), time.monotonic() - started))
+    _serve(conn, channel, model)
+
+
+def _serve(conn: Connection, channel: _Channel, model: Any) -> None:
+    from vidshard.engine.segment import run_seam, run_segment
+    from vidshard.engine.units import SegmentUnit
+
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:  # the coordinator is gone
+            return
+        if message[0] == "stop":
+            return
+        unit = message[1]
+        report = channel.progress_fn(unit.unit_id)
+        try:
+            if isinstance(unit, SegmentUnit):
+                result = run_segment(unit, model, report)
+            else:
+                result = run_seam(unit, report)
+            report.flush()
+            channel.send(("done", result))
+        except Exception as exc:
+            logger.debug("unit %s failed", unit.unit_id, exc_info=True)
+            channel.send(("failed", unit.unit_id, *describe_error(exc)))

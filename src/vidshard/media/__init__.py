@@ -1,0 +1,29 @@
+"""Media I/O: probe, frame-exact segment reader, segment writer, join and verification."""
+
+from .join import check_output_container, join_segments, next_dts, read_display_matrix
+from .probe import bit_depth, probe, probe_to_dict
+from .reader import DecodedFrame, read_frames
+from .types import MediaInfo, StreamInfo, VideoStreamInfo
+from .verify import same_time, verify_output
+from .writer import SEGMENT_SUFFIX, EncodeSettings, SegmentWriter, resolve_pix_fmt
+
+__all__ = [
+    "SEGMENT_SUFFIX",
+    "DecodedFrame",
+    "EncodeSettings",
+    "MediaInfo",
+    "SegmentWriter",
+    "StreamInfo",
+    "VideoStreamInfo",
+    "bit_depth",
+    "check_output_container",
+    "join_segments",
+    "next_dts",
+    "probe",
+    "probe_to_dict",
+    "read_display_matrix",
+    "read_frames",
+    "resolve_pix_fmt",
+    "same_time",
+    "verify_output",
+]

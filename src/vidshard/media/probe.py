@@ -1,0 +1,317 @@
+"""Probe a media file: a demux-only scan of every video packet, plus the other streams.
+
+Reading packets is cheap (no decoding), so the probe knows every frame's timestamp and
+which frames are keyframes; the planner and the frame-exact reader are built on that.
+One frame is decoded, because the rotation lives in the stream's coded side data,
+which PyAV exposes only on decoded frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import av.container
+import av.stream
+import av.video.stream
+
+from vidshard.errors import InputError
+
+from .types import MediaInfo, StreamInfo, VideoStreamInfo
+
+logger = logging.getLogger(__name__)
+
+# Demuxers that read a still image (or an image sequence), not a video.
+_IMAGE_FORMAT_SUFFIX = "_pipe"
+_IMAGE_FORMATS = frozenset({"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe"})
+
+
+@dataclass(frozen=True)
+class PacketRecord:
+    """What the scan keeps of one video packet (decode order)."""
+
+    pts: int | None
+    dts: int | None
+    duration: int | None
+    is_keyframe: bool
+
+
+@dataclass(frozen=True)
+class FrameTable:
+    """The video's frames in presentation order."""
+
+    pts: tuple[int, ...]
+    keyframes: tuple[int, ...]
+    durations: tuple[int, ...]
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Scan ``path`` and describe its video stream and every other stream."""
+    file = Path(path)
+    size_bytes = _check_file(file)
+    container = _open(file)
+    with container:
+        _reject_image(container, file)
+        video = _main_video_stream(container, file)
+        records, counts, first_key = _scan(container, video)
+        table = frame_table(records, file)
+        pix_fmt, rotation = _first_frame_props(video, first_key)
+        video_info = _video_info(video, table, pix_fmt, rotation)
+        duration_s = container.duration / 1_000_000 if container.duration else video_info.duration_s
+        others = tuple(
+            _stream_info(s, counts.get(s.index, 0)) for s in container.streams if s is not video
+        )
+        return MediaInfo(
+            path=file,
+            format_name=container.format.name,
+            size_bytes=size_bytes,
+            duration_s=duration_s,
+            video=video_info,
+            streams=others,
+            metadata=dict(container.metadata),
+        )
+
+
+def _check_file(file: Path) -> int:
+    if not file.exists():
+        raise InputError(f"{file}: no such file")
+    if file.is_dir():
+        raise InputError(f"{file}: is a directory, expected a video file")
+    size_bytes = file.stat().st_size
+    if size_bytes == 0:
+        raise InputError(f"{file}: is empty (0 bytes), expected a video file")
+    return size_bytes
+
+
+def _open(file: Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(file), mode="r", metadata_errors="replace")
+    except av.FFmpegError as exc:
+        raise InputError(
+            f"{file}: not a media file FFmpeg can read ({exc.strerror or exc})"
+        ) from exc
+    except OSError as exc:
+        raise InputError(f"{file}: cannot be read ({exc.strerror or exc})") from exc
+
+
+def _reject_image(container: av.container.InputContainer, file: Path) -> None:
+    name = container.format.name
+    if name in _IMAGE_FORMATS or name.endswith(_IMAGE_FORMAT_SUFFIX):
+        codec = container.streams.video[0].codec_context.name if container.streams.video else "?"
+        raise InputError(f"{file}: is a still image ({codec}), expected a video")
+
+
+def _main_video_stream(
+    container: av.container.InputContainer, file: Path
+) -> av.video.stream.VideoStream:
+    """The first video stream that is not cover art."""
+    attached = av.stream.Disposition.attached_pic
+    for stream in container.streams.video:
+        if not stream.disposition & attached and stream.codec_context is not None:
+            return stream
+    found = ", ".join(f"{s.type} {_codec_name(s)}" for s in container.streams) or "no streams"
+    raise InputError(f"{file}: has no video stream, expected one (found: {found})")
+
+
+def _scan(
+    container: av.container.InputContainer, video: av.video.stream.VideoStream
+) -> tuple[list[PacketRecord], dict[int, int], av.Packet[Any] | None]:
+    """Read every packet once; keep the video packets' timing and count the others."""
+    records: list[PacketRecord] = []
+    counts: dict[int, int] = {}
+    first_key: av.Packet[Any] | None = None
+    video_index = video.index
+    try:
+        for packet in container.demux():
+            if packet.size == 0:
+                continue  # the demuxer's end-of-stream marker
+            index = packet.stream_index
+            counts[index] = counts.get(index, 0) + 1
+            if index != video_index or packet.is_discard:
+                continue  # discard: before an edit list's start, never shown
+            is_key = packet.is_keyframe
+            records.append(PacketRecord(packet.pts, packet.dts, packet.duration, is_key))
+            if first_key is None and is_key:
+                first_key = packet
+    except av.FFmpegError as exc:
+        # A truncated tail: keep what was read, like every player does.
+        logger.warning("%s: demuxing stopped early: %s", container.name, exc)
+    return records, counts, first_key
+
+
+def frame_table(records: Iterable[PacketRecord], file: Path) -> FrameTable:
+    """Turn packets (decode order) into frames (presentation order).
+
+    A packet without pts uses its dts (streams without reordering store only one).
+    """
+    timed: list[tuple[int, int | None, bool]] = []
+    untimed = 0
+    for rec in records:
+        ts = rec.pts if rec.pts is not None else rec.dts
+        if ts is None:
+            untimed += 1
+            continue
+        timed.append((ts, rec.duration, rec.is_keyframe))
+    if not timed and not untimed:
+        raise InputError(f"{file}: the video stream has no frames")
+    if untimed:
+        raise InputError(
+            f"{file}: {untimed} of {untimed + len(timed)} video packets have no timestamp, "
+            "expected every frame timed (a raw elementary stream? remux it into .mkv or .mp4)"
+        )
+    timed.sort(key=lambda item: item[0])
+    pts = tuple(item[0] for item in timed)
+    duplicates = len(pts) - len(set(pts))
+    if duplicates:
+        raise InputError(
+            f"{file}: {duplicates} video frames share a timestamp with another, "
+            "expected distinct timestamps"
+        )
+    keyframes = tuple(i for i, item in enumerate(timed) if item[2])
+    return FrameTable(pts=pts, keyframes=keyframes, durations=_durations(timed))
+
+
+def _durations(timed: list[tuple[int, int | None, bool]]) -> tuple[int, ...]:
+    """The packet's own duration, else the gap to the next frame, else the previous one."""
+    out: list[int] = []
+    for i, (ts, duration, _) in enumerate(timed):
+        if duration:
+            out.append(duration)
+        elif i + 1 < len(timed):
+            out.append(timed[i + 1][0] - ts)
+        else:
+            out.append(out[-1] if out else 0)
+    return tuple(out)
+
+
+def _first_frame_props(
+    video: av.video.stream.VideoStream, first_key: av.Packet[Any] | None
+) -> tuple[str | None, int]:
+    """Decode the first keyframe for the pixel format and the display rotation."""
+    pix_fmt = video.codec_context.pix_fmt
+    if first_key is None:
+        return pix_fmt, 0
+    try:
+        frames = list(video.codec_context.decode(first_key))
+        frames += video.codec_context.decode(None)
+    except av.FFmpegError as exc:
+        logger.warning("%s: could not decode the first keyframe: %s", video.container.name, exc)
+        return pix_fmt, 0
+    if not frames:
+        return pix_fmt, 0
+    frame = frames[0]
+    return frame.format.name, _normalise_rotation(frame.rotation)
+
+
+def _normalise_rotation(degrees: float) -> int:
+    """Counter-clockwise degrees in [0, 360), rounded to whole degrees."""
+    return round(degrees) % 360
+
+
+def _video_info(
+    video: av.video.stream.VideoStream,
+    table: FrameTable,
+    pix_fmt: str | None,
+    rotation: int,
+) -> VideoStreamInfo:
+    time_base = video.time_base or Fraction(1, 1)
+    return VideoStreamInfo(
+        index=video.index,
+        codec=video.codec_context.codec.canonical_name,  # "av1", not the decoder "libdav1d"
+        width=video.codec_context.width,
+        height=video.codec_context.height,
+        pix_fmt=pix_fmt,
+        time_base=time_base,
+        pts=table.pts,
+        keyframes=table.keyframes,
+        durations=table.durations,
+        avg_rate=_avg_rate(video.average_rate, table, time_base),
+        rotation=rotation,
+        bit_depth=bit_depth(pix_fmt),
+    )
+
+
+def _avg_rate(
+    stream_rate: Fraction | None, table: FrameTable, time_base: Fraction
+) -> Fraction | None:
+    if stream_rate:
+        return stream_rate
+    span = table.pts[-1] - table.pts[0]
+    if len(table.pts) < 2 or span <= 0:
+        return None
+    return Fraction(len(table.pts) - 1) / (span * time_base)
+
+
+def bit_depth(pix_fmt: str | None) -> int:
+    """Bits per component of ``pix_fmt`` (8 when unknown)."""
+    if not pix_fmt:
+        return 8
+    try:
+        components = av.VideoFormat(pix_fmt).components
+    except (ValueError, av.FFmpegError):
+        return 8
+    return max((c.bits for c in components), default=8)
+
+
+def _codec_name(stream: av.stream.Stream) -> str | None:
+    """The codec's name; an attachment's MIME type (its ``name`` is a file name)."""
+    ctx = stream.codec_context
+    if ctx is not None:
+        return str(ctx.codec.canonical_name)
+    name = getattr(stream, "mimetype" if stream.type == "attachment" else "name", None)
+    return str(name) if name else None
+
+
+def _stream_info(stream: av.stream.Stream, packets: int) -> StreamInfo:
+    language = stream.metadata.get("language")
+    return StreamInfo(
+        index=stream.index,
+        kind=stream.type,
+        codec=_codec_name(stream),
+        language=None if language in (None, "", "und") else language,
+        packets=packets,
+    )
+
+
+def probe_to_dict(info: MediaInfo) -> dict[str, Any]:
+    """A JSON-friendly view of ``info`` (``vidshard probe --json``)."""
+    video = info.video
+    return {
+        "path": str(info.path),
+        "format": info.format_name,
+        "size_bytes": info.size_bytes,
+        "duration_s": info.duration_s,
+        "metadata": dict(info.metadata),
+        "video": {
+            "index": video.index,
+            "codec": video.codec,
+            "width": video.width,
+            "height": video.height,
+            "pix_fmt": video.pix_fmt,
+            "bit_depth": video.bit_depth,
+            "rotation": video.rotation,
+            "time_base": str(video.time_base),
+            "avg_rate": None if video.avg_rate is None else str(video.avg_rate),
+            "avg_fps": None if video.avg_rate is None else float(video.avg_rate),
+            "frame_count": video.frame_count,
+            "duration_s": video.duration_s,
+            "pts": list(video.pts),
+            "keyframes": list(video.keyframes),
+            "durations": list(video.durations),
+        },
+        "streams": [
+            {
+                "index": s.index,
+                "kind": s.kind,
+                "codec": s.codec,
+                "language": s.language,
+                "packets": s.packets,
+            }
+            for s in info.streams
+        ],
+    }

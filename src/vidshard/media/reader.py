@@ -1,0 +1,170 @@
+"""Frame-exact reading of frames ``[start, end)`` of a probed video.
+
+The reader seeks to the keyframe at or before ``start`` (positions from the probe),
+decodes forward, drops frames before ``start`` and names every decoded frame by its pts,
+so a segment may start anywhere, mid-GOP included, at the cost of at most one GOP of
+extra decoding. Decoding stops once ``end`` is reached.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import av.container
+import av.video.stream
+import numpy as np
+
+from vidshard.errors import MediaError
+
+from .types import VideoStreamInfo
+
+logger = logging.getLogger(__name__)
+
+MAX_AUTO_THREADS = 4  # several workers share a machine: keep each decoder modest
+MAX_SEEK_RETRIES = 2  # earlier keyframes to try when a seek lands past ``start``
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    index: int  # frame index into the probe's ``pts``
+    pts: int  # in the video stream's time base
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+
+
+class _Overshot(Exception):
+    """The seek landed after the first wanted frame."""
+
+
+def read_frames(
+    path: str | Path,
+    video: VideoStreamInfo,
+    start: int,
+    end: int,
+    *,
+    threads: int = 0,
+) -> Iterator[DecodedFrame]:
+    """Yield frames ``start .. end - 1`` in order, each exactly once.
+
+    ``threads = 0`` means automatic, capped at :data:`MAX_AUTO_THREADS`.
+    Raises :class:`MediaError` when a frame of the range is never decoded.
+    """
+    file = Path(path)
+    count = video.frame_count
+    if not 0 <= start <= end <= count:
+        raise MediaError(
+            f"{file.name}: expected 0 <= start <= end <= {count}, got [{start}, {end})"
+        )
+    if start == end:
+        return
+    index_of = {pts: i for i, pts in enumerate(video.pts)}
+    key = bisect.bisect_right(video.keyframes, start) - 1
+    for attempt in range(MAX_SEEK_RETRIES + 2):
+        seek_frame = _seek_target(video, key - attempt, last=attempt > MAX_SEEK_RETRIES)
+        try:
+            yield from _decode_range(
+                file, video, index_of, start=start, end=end, seek_frame=seek_frame, threads=threads
+            )
+            return
+        except _Overshot:
+            logger.debug("%s: seek to frame %s overshot %d, retrying", file.name, seek_frame, start)
+    raise MediaError(f"{file.name}: cannot reach frame {start}: every seek lands after it")
+
+
+def _seek_target(video: VideoStreamInfo, key: int, *, last: bool) -> int | None:
+    """The frame index to seek to, or None to decode from the file's start."""
+    if last or key <= 0 or not video.keyframes:
+        return None
+    return video.keyframes[key]
+
+
+def _decode_range(
+    file: Path,
+    video: VideoStreamInfo,
+    index_of: dict[int, int],
+    *,
+    start: int,
+    end: int,
+    seek_frame: int | None,
+    threads: int,
+) -> Iterator[DecodedFrame]:
+    try:
+        container = av.open(str(file), mode="r")
+    except (av.FFmpegError, OSError) as exc:
+        raise MediaError(f"{file}: cannot open for decoding ({exc})") from exc
+    with container:
+        stream = container.streams.video[_stream_position(container, video, file)]
+        ctx = stream.codec_context
+        ctx.thread_type = "AUTO"
+        ctx.thread_count = threads or min(MAX_AUTO_THREADS, os.cpu_count() or 1)
+        if seek_frame is not None:
+            container.seek(video.pts[seek_frame], stream=stream, backward=True, any_frame=False)
+        expected = start
+        for index, pts, frame in _decoded(container, stream, index_of, file):
+            if index < start:
+                continue
+            if expected == start and index > start and seek_frame is not None:
+                raise _Overshot
+            if index < expected:
+                continue  # repeated after a decoder hiccup; already yielded
+            if index > expected:
+                missing = list(range(expected, min(index, end)))
+                raise MediaError(f"{file.name}: frames {_ranges(missing)} were not decoded")
+            if index >= end:
+                return
+            # the frame's own range: full-range (JPEG) video would otherwise be clipped
+            image = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range)
+            yield DecodedFrame(index=index, pts=pts, image=image)
+            expected = index + 1
+            if expected == end:
+                return
+    raise MediaError(
+        f"{file.name}: frames {_ranges(list(range(expected, end)))} were not decoded "
+        "(the stream ended early or is corrupt)"
+    )
+
+
+def _stream_position(
+    container: av.container.InputContainer, video: VideoStreamInfo, file: Path
+) -> int:
+    for position, stream in enumerate(container.streams.video):
+        if stream.index == video.index:
+            return position
+    raise MediaError(f"{file.name}: expected a video stream #{video.index}, found none")
+
+
+def _decoded(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    index_of: dict[int, int],
+    file: Path,
+) -> Iterator[tuple[int, int, av.VideoFrame]]:
+    """Decoded frames with their probe index; unknown timestamps are skipped."""
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.FFmpegError as exc:
+            logger.warning("%s: skipping a packet that does not decode: %s", file.name, exc)
+            continue
+        for frame in frames:
+            pts = frame.pts if frame.pts is not None else frame.dts
+            index = index_of.get(pts) if pts is not None else None
+            if index is None or pts is None:
+                logger.debug("%s: decoded a frame with unknown pts %s", file.name, pts)
+                continue
+            yield index, pts, frame
+
+
+def _ranges(indices: list[int]) -> str:
+    """``[1, 2, 3, 7]`` → ``"1-3, 7"``, for one-line messages."""
+    runs = [
+        [i for _, i in group]
+        for _, group in itertools.groupby(enumerate(indices), key=lambda item: item[1] - item[0])
+    ]
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)

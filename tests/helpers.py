@@ -1,0 +1,51 @@
+"""Comparisons the integration tests share: frames, timestamps, packets."""
+
+from __future__ import annotations
+
+import hashlib
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def frame_times(path: Path) -> list[Fraction]:
+    """Every video frame's presentation time (seconds, exact), in display order."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        tb = stream.time_base
+        times = [
+            packet.pts * tb
+            for packet in container.demux(stream)
+            if packet.pts is not None and packet.size
+        ]
+    return sorted(times)
+
+
+def frame_hashes(path: Path) -> list[str]:
+    """A digest of every decoded frame's pixels (its native pixel format)."""
+    digests = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            digest = hashlib.sha256()
+            for plane in frame.planes:
+                digest.update(bytes(plane))
+            digests.append(digest.hexdigest())
+    return digests
+
+
+def audio_packets(path: Path) -> list[tuple[int, int, bytes]]:
+    """(stream order, pts in 1/1e6 s, payload) of every audio packet."""
+    out = []
+    with av.open(str(path)) as container:
+        streams = list(container.streams.audio)
+        if not streams:
+            return []
+        for packet in container.demux(*streams):
+            if packet.size == 0 or packet.pts is None:
+                continue
+            micros = round(packet.pts * packet.time_base * 1_000_000)
+            out.append((streams.index(packet.stream), micros, bytes(packet)))
+    return sorted(out, key=lambda p: (p[0], p[1]))
