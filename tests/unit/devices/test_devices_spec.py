@@ -40,8 +40,8 @@ def layout(slots: list[DeviceSlot]) -> list[tuple[str, int | None]]:
     [
         # all: every accelerator, in order
         ("all", CUDA4, 1, [("cuda:0", None), ("cuda:1", None), ("cuda:2", None), ("cuda:3", None)]),
-        # all on a CPU-only 16-core machine: default_cpu_slots(16) = 2 slots of 8 threads
-        ("all", CPU_ONLY, 1, [("cpu", 8), ("cpu", 8)]),
+        # all on a CPU-only 16-core machine: default_cpu_slots(16) = 4 slots of 4 threads
+        ("all", CPU_ONLY, 1, [("cpu", 4)] * 4),
         # all on both kinds of accelerator: both
         ("all", MIXED, 1, [("cuda:0", None), ("cuda:1", None), ("npu:0", None), ("npu:1", None)]),
         # bare indices take the kind present: cuda
@@ -188,12 +188,14 @@ def test_parse_error_on_bad_cpu_count() -> None:
 @pytest.mark.parametrize(
     ("cpu_count", "slots"),
     [
-        # a laptop: one slot
-        (4, 1),
-        # eight cores: still one
-        (8, 1),
-        # sixteen: two slots of eight
-        (16, 2),
+        # a laptop: two slots
+        (4, 2),
+        # two cores: two slots, so decode, encode and the model overlap
+        (2, 2),
+        # eight cores: two slots of four
+        (8, 2),
+        # sixteen: four slots of four
+        (16, 4),
         # a big server: capped at eight
         (192, 8),
         # one core
@@ -266,10 +268,12 @@ def statuses(devices: list[Device], cpu_cores: int = 16) -> list[DeviceStatus]:
         (statuses(GAPPY), "cuda:0,cuda:2-3"),
         # both kinds
         (statuses(MIXED), "cuda:0-1,npu:0-1"),
-        # CPU only, 16 cores: two slots
-        (statuses(CPU_ONLY, cpu_cores=16), "cpu:2"),
-        # CPU only, 4 cores: one slot
-        (statuses(CPU_ONLY, cpu_cores=4), "cpu"),
+        # CPU only, 16 cores: four slots
+        (statuses(CPU_ONLY, cpu_cores=16), "cpu:4"),
+        # CPU only, 4 cores: two slots
+        (statuses(CPU_ONLY, cpu_cores=4), "cpu:2"),
+        # CPU only, 1 core: one slot
+        (statuses(CPU_ONLY, cpu_cores=1), "cpu"),
     ],
 )
 def test_suggest_layout(found: list[DeviceStatus], expected: str) -> None:
