@@ -142,10 +142,11 @@ def run_segment(unit: SegmentUnit, model: Model, progress: ProgressFn) -> UnitRe
                     for seam in seams:
                         seam.offer(index, image)
                 progress(sum(1 for i in indices if seg.start <= i < seg.end))
-        if stop.is_set():
-            return
-        for seam in seams:
-            seam.save()
+            if stop.is_set():  # another stage failed: leave no partial file behind
+                w.abort()
+                return
+            for seam in seams:  # inside: if a save fails, the writer removes the partial core
+                seam.save()
         tmp.replace(unit.core_path)
 
     stages = [_Stage("decode", decode, stop), _Stage("encode", encode, stop)]
@@ -157,8 +158,10 @@ def run_segment(unit: SegmentUnit, model: Model, progress: ProgressFn) -> UnitRe
         stop.set()
         raise
     finally:
-        for stage in stages:
-            stage.join_checked()
+        for stage in stages:  # every stage, before any error is raised: none outlives the unit
+            stage.join()
+    for stage in stages:
+        stage.join_checked()  # the first stage error, if any
     return UnitResult(
         unit_id=unit.unit_id,
         slot_label="",

@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 LOAD_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 10.0
+EXIT_GRACE_S = 1.0  # a worker whose pipe closed is exiting: time to reap it
 POLL_S = 0.2
 
 
@@ -68,6 +69,7 @@ class _SlotWorker:
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
         self.load_error: BaseException | None = None
+        self._kill_lock = threading.Lock()
 
     def spawn(self) -> None:
         ctx = mp.get_context("spawn")
@@ -99,12 +101,16 @@ class _SlotWorker:
         if message is not None and message[0] == "load_failed":
             type_name, text, trace = message[1:]
             self.load_error = rebuild_error(type_name, text, trace, f"loading on {self.slot.label}")
-        else:
-            code = self.process.exitcode
+        elif not ready:
             self.load_error = errors.WorkerError(
-                f"worker {self.slot.label} exited while loading the model (exit code {code})"
-                if code is not None
-                else f"worker {self.slot.label} not ready after {timeout_s:.0f} s"
+                f"worker {self.slot.label} not ready after {timeout_s:.0f} s"
+            )
+        else:
+            # The pipe or the sentinel fired: the process is exiting; reap it for its code.
+            self.process.join(EXIT_GRACE_S)
+            self.load_error = errors.WorkerError(
+                f"worker {self.slot.label} exited while loading the model "
+                f"(exit code {self.process.exitcode})"
             )
         self.kill()
         self.sink(WorkerDown(self.slot.label, str(self.load_error)))
@@ -112,22 +118,25 @@ class _SlotWorker:
 
     def run_unit(self, task: _Task) -> bool:
         """Run one unit to its end; False if the worker died doing it."""
-        assert self.conn is not None and self.process is not None
+        # Local references: shutdown may close ``self.conn`` from another thread.
+        conn, process = self.conn, self.process
+        assert conn is not None and process is not None
         label = self.slot.label
         unit_id = task.unit.unit_id
-        self.conn.send(("unit", task.unit))
+        try:
+            conn.send(("unit", task.unit))
+        except OSError:  # the worker died while idle
+            return self._lost(task, f"worker {label} was gone when {unit_id} came")
         self.sink(UnitStarted(unit_id, label))
         while True:
-            ready = wait([self.conn, self.process.sentinel], timeout=None)
-            if self.conn not in ready or not self.conn.poll():
-                reason = f"worker {label} died running {unit_id} (exit {self.process.exitcode})"
-                task.future.set_exception(WorkerLost(reason))
-                self.sink(WorkerDown(label, reason))
-                return False
             try:
-                message = self.conn.recv()
-            except EOFError:
-                continue  # the sentinel tells on the next turn
+                wait([conn, process.sentinel], timeout=None)
+                # Nothing buffered, end of file or a closed handle: no message will come.
+                message = conn.recv() if conn.poll() else None
+            except (EOFError, OSError):
+                message = None
+            if message is None:
+                return self._lost(task, f"worker {label} died running {unit_id}")
             kind = message[0]
             if kind == "progress":
                 self.sink(UnitProgress(unit_id, label, frames=message[2]))
@@ -143,21 +152,32 @@ class _SlotWorker:
                 )
                 return True
 
+    def _lost(self, task: _Task, reason: str) -> bool:
+        assert self.process is not None
+        self.process.join(EXIT_GRACE_S)  # reap it, for its exit code
+        reason = f"{reason} (exit code {self.process.exitcode})"
+        task.future.set_exception(WorkerLost(reason))
+        self.sink(WorkerDown(self.slot.label, reason))
+        return False
+
     def stop(self) -> None:
-        if self.conn is not None:
+        conn = self.conn  # the slot thread may kill (and clear) it meanwhile
+        if conn is not None:
             with contextlib.suppress(OSError):
-                self.conn.send(("stop",))
+                conn.send(("stop",))
         if self.process is not None:
             self.process.join(STOP_TIMEOUT_S)
         self.kill()
 
     def kill(self) -> None:
-        if self.process is not None and self.process.is_alive():
-            self.process.kill()
-            self.process.join(STOP_TIMEOUT_S)
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        # Both the slot thread (its worker died) and shutdown may get here at once.
+        with self._kill_lock:
+            if self.process is not None and self.process.is_alive():
+                self.process.kill()
+                self.process.join(STOP_TIMEOUT_S)
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
 
 
 class LocalExecutor(Executor):
@@ -194,12 +214,18 @@ class LocalExecutor(Executor):
 
     def submit(self, unit: WorkUnit) -> Future[UnitResult]:
         future: Future[UnitResult] = Future()
-        if self._closing.is_set():
-            future.set_exception(CancelledError())
-        elif not self.live_slots():
-            future.set_exception(errors.WorkerError("no worker is alive"))
-        else:
-            self._queue.put(_Task(unit, future))
+        # Checked and queued under the lock that the last death and shutdown drain the
+        # queue under, so no unit is queued after the final drain (it would never end).
+        with self._lock:
+            refused: BaseException | None = None
+            if self._closing.is_set():
+                refused = CancelledError()
+            elif not self._live:
+                refused = errors.WorkerError("no worker is alive")
+            else:
+                self._queue.put(_Task(unit, future))
+        if refused is not None:
+            future.set_exception(refused)
         return future
 
     def live_slots(self) -> list[str]:
@@ -222,22 +248,23 @@ class LocalExecutor(Executor):
         worker.kill()
         with self._lock:
             self._live.discard(worker.slot.label)
-            none_left = not self._live
-        if none_left:
-            self._fail_queued(errors.WorkerError("every worker has died; no slot is left"))
+            orphans = self._drain() if not self._live else []
+        _fail(orphans, errors.WorkerError("every worker has died; no slot is left"))
 
-    def _fail_queued(self, exc: BaseException) -> None:
+    def _drain(self) -> list[_Task]:
+        """Take every queued task (call with the lock held)."""
+        tasks = []
         while True:
             try:
-                task = self._queue.get_nowait()
+                tasks.append(self._queue.get_nowait())
             except queue.Empty:
-                return
-            if task.future.set_running_or_notify_cancel():
-                task.future.set_exception(exc)
+                return tasks
 
     def shutdown(self) -> None:
-        self._closing.set()
-        self._fail_queued(CancelledError())
+        with self._lock:
+            self._closing.set()
+            queued = self._drain()
+        _fail(queued, CancelledError())
         for thread in self._threads:
             thread.join(timeout=0.5)
         deadline = time.monotonic() + STOP_TIMEOUT_S
@@ -249,3 +276,10 @@ class LocalExecutor(Executor):
             worker.kill()
         with self._lock:
             self._live.clear()
+
+
+def _fail(tasks: list[_Task], exc: BaseException) -> None:
+    """Fail tasks outside the lock: their futures' callbacks may submit again."""
+    for task in tasks:
+        if task.future.set_running_or_notify_cancel():
+            task.future.set_exception(exc)
