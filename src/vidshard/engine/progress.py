@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .events import Event, UnitFinished, UnitProgress, WorkerDown, WorkerUp
+from .events import Event, UnitFinished, UnitProgress, UnitStarted, WorkerDown, WorkerUp
 
 Clock = Callable[[], float]
 
@@ -20,8 +20,9 @@ class SlotStats:
     label: str
     frames: int = 0
     units: int = 0
-    busy_seconds: float = 0.0
+    busy_seconds: float = 0.0  # finished units, plus the running one in snapshots
     alive: bool = True
+    running_since_s: float | None = None  # clock time the current unit started
 
     @property
     def fps(self) -> float:
@@ -51,6 +52,7 @@ class ProgressTracker:
     started_s: float = field(init=False)
     frames_done: int = 0
     slots: dict[str, SlotStats] = field(default_factory=dict)
+    _unit_frames: dict[str, int] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -63,19 +65,32 @@ class ProgressTracker:
         with self._lock:
             if isinstance(event, UnitProgress):
                 self.frames_done += event.frames
+                self._unit_frames[event.unit_id] = (
+                    self._unit_frames.get(event.unit_id, 0) + event.frames
+                )
                 self._slot(event.slot_label).frames += event.frames
+            elif isinstance(event, UnitStarted):
+                self._slot(event.slot_label).running_since_s = self.clock()
             elif isinstance(event, UnitFinished):
                 stats = self._slot(event.slot_label)
                 stats.units += 1
-                stats.busy_seconds += event.seconds
+                self._stop_running(stats)
             elif isinstance(event, WorkerUp):
                 self._slot(event.slot_label).alive = True
             elif isinstance(event, WorkerDown):
-                self._slot(event.slot_label).alive = False
+                stats = self._slot(event.slot_label)
+                stats.alive = False
+                self._stop_running(stats)
 
-    def discount(self, frames: int) -> None:
-        """Take back frames of a unit that will run again (its worker died)."""
+    def _stop_running(self, stats: SlotStats) -> None:
+        if stats.running_since_s is not None:
+            stats.busy_seconds += self.clock() - stats.running_since_s
+            stats.running_since_s = None
+
+    def restart_unit(self, unit_id: str) -> None:
+        """Take back the frames a unit reported before its worker died; it runs again."""
         with self._lock:
+            frames = self._unit_frames.pop(unit_id, 0)
             self.frames_done = max(0, self.frames_done - frames)
 
     def snapshot(self) -> ProgressSnapshot:
@@ -84,8 +99,15 @@ class ProgressTracker:
             done = min(self.frames_done, self.frames_total)
             fps = done / elapsed_s if elapsed_s > 0 else 0.0
             eta_s = (self.frames_total - done) / fps if fps > 0 else None
+            now = self.clock()
             slots = tuple(
-                SlotStats(s.label, s.frames, s.units, s.busy_seconds, s.alive)
+                SlotStats(
+                    s.label,
+                    s.frames,
+                    s.units,
+                    s.busy_seconds + (now - s.running_since_s if s.running_since_s else 0.0),
+                    s.alive,
+                )
                 for s in sorted(self.slots.values(), key=lambda s: s.label)
             )
             return ProgressSnapshot(done, self.frames_total, elapsed_s, fps, eta_s, slots)

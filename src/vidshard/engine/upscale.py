@@ -12,7 +12,7 @@ from pathlib import Path
 
 from vidshard.devices import discover_devices, parse_device_spec
 from vidshard.devices.types import DeviceSlot
-from vidshard.errors import ConfigError, InputError, OutputError
+from vidshard.errors import ConfigError, InputError, OutputError, write_failure
 from vidshard.executors.base import create_executor
 from vidshard.media import (
     SEGMENT_SUFFIX,
@@ -100,6 +100,8 @@ def check_paths(source: Path, output: Path) -> None:
         raise InputError(f"input is a directory, not a video file: {source}")
     if output.exists() and output.is_dir():
         raise OutputError(f"output is a directory; give a file name: {output}")
+    if output.parent.exists() and not output.parent.is_dir():
+        raise OutputError(f"output directory is not a directory: {output.parent}")
     if not output.parent.is_dir():
         raise OutputError(f"output directory does not exist: {output.parent}")
     same = output.resolve() == source.resolve()
@@ -231,7 +233,11 @@ def run_upscale(
     )
     work_dir = work_dir_for(output_path)
     shutil.rmtree(work_dir, ignore_errors=True)
-    work_dir.mkdir()
+    try:
+        work_dir.mkdir()
+    except OSError as exc:  # e.g. a directory that refuses new files even to root
+        where = f"in {output_path.parent}"
+        raise write_failure(exc, where) or OutputError(f"cannot write {where}: {exc}") from exc
     batch_size = options.batch_size or DEFAULT_BATCH_SIZE
     plan = build_plan(info, segments, model, settings, work_dir, batch_size)
     tracker = ProgressTracker(frames_total=info.video.frame_count)
@@ -247,8 +253,7 @@ def run_upscale(
         merger.add(plan.positions[unit.unit_id], path)
 
     def on_retry(unit: WorkUnit, _exc: BaseException) -> None:
-        if isinstance(unit, SegmentUnit):
-            tracker.discount(unit.segment.frames)
+        tracker.restart_unit(unit.unit_id)
 
     executor = create_executor(options.executor)
     try:
@@ -268,6 +273,11 @@ def run_upscale(
             expected_pts=info.video.pts,
             expected_size_wh=out_wh,
         )
+    except OSError as exc:  # the disk refused a write: full, quota, file size limit, ...
+        failure = write_failure(exc, f"in {output_path.parent}")
+        if failure is None:
+            raise
+        raise failure from exc
     finally:
         executor.shutdown()
         shutil.rmtree(work_dir, ignore_errors=True)

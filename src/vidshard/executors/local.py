@@ -69,6 +69,7 @@ class _SlotWorker:
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
         self.load_error: BaseException | None = None
+        self.busy = False  # running a unit: shutdown kills it rather than waiting
         self._kill_lock = threading.Lock()
 
     def spawn(self) -> None:
@@ -118,6 +119,13 @@ class _SlotWorker:
 
     def run_unit(self, task: _Task) -> bool:
         """Run one unit to its end; False if the worker died doing it."""
+        self.busy = True
+        try:
+            return self._run_unit(task)
+        finally:
+            self.busy = False
+
+    def _run_unit(self, task: _Task) -> bool:
         # Local references: shutdown may close ``self.conn`` from another thread.
         conn, process = self.conn, self.process
         assert conn is not None and process is not None
@@ -265,6 +273,9 @@ class LocalExecutor(Executor):
             self._closing.set()
             queued = self._drain()
         _fail(queued, CancelledError())
+        for worker in self._workers:
+            if worker.busy:  # its unit's result is no longer wanted: stop at once
+                worker.kill()
         for thread in self._threads:
             thread.join(timeout=0.5)
         deadline = time.monotonic() + STOP_TIMEOUT_S

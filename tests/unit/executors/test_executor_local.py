@@ -36,7 +36,6 @@ from vidshard.engine.events import (
 )
 from vidshard.engine.units import SegmentUnit, UnitResult
 from vidshard.errors import InputError, MediaError, ModelError, WorkerError
-from vidshard.executors import local
 from vidshard.executors.base import WorkerLost
 from vidshard.executors.local import LocalExecutor, rebuild_error
 from vidshard.media import EncodeSettings, probe
@@ -560,22 +559,15 @@ def _wait_exited(pid: int, timeout_s: float = 10.0) -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
-    ("width", "stop_timeout_s", "running_outcome"),
+    "width",
     [
-        # the running unit is short: the worker finishes it, then stops
-        (SLOW, local.STOP_TIMEOUT_S, "done"),
-        # the running unit outlasts the stop timeout: the worker is killed, the unit lost
-        (VERY_SLOW, 0.3, "lost"),
+        # a short running unit: its result is no longer wanted, the worker is killed
+        SLOW,
+        # a long one: the same, without waiting for it
+        VERY_SLOW,
     ],
 )
-def test_shutdown_cancels_queued_units_and_ends_workers(
-    kit: Kit,
-    monkeypatch: pytest.MonkeyPatch,
-    width: int,
-    stop_timeout_s: float,
-    running_outcome: str,
-) -> None:
-    monkeypatch.setattr(local, "STOP_TIMEOUT_S", stop_timeout_s)
+def test_shutdown_cancels_queued_units_and_ends_workers(kit: Kit, width: int) -> None:
     events = Events()
     executor = LocalExecutor()
     executor.start([cpu(0)], kit.model(), events)
@@ -587,14 +579,11 @@ def test_shutdown_cancels_queued_units_and_ends_workers(
 
     began = time.monotonic()
     executor.shutdown()
-    assert time.monotonic() - began < 5
+    assert time.monotonic() - began < 2  # a busy worker is killed, not waited for
     for future in queued:
         with pytest.raises(CancelledError):
             future.result(timeout=5)
-    if running_outcome == "done":
-        assert running.result(timeout=10).frames == FRAMES
-    else:
-        assert isinstance(running.exception(timeout=10), WorkerLost)
+    assert isinstance(running.exception(timeout=10), WorkerLost)
     assert_workers_gone({pid})
     assert executor.live_slots() == []
     # shut means shut: a late unit is cancelled; a second shutdown is harmless
