@@ -4,6 +4,8 @@ answers 4xx. Anything else is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
+import errno
+
 
 class VidshardError(Exception):
     """Base of every error vidshard raises on purpose."""
@@ -45,3 +47,29 @@ class WorkerError(VidshardError):
     """Workers failed and the job could not finish."""
 
     exit_code = 1
+
+
+# errno values that mean the disk or the file system refused a write: the output's
+# problem, not vidshard's.
+_WRITE_FAILURES: dict[int, str] = {
+    errno.ENOSPC: "no space left on device",
+    errno.EFBIG: "file too large (a file system or process file size limit)",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "no permission (operation not permitted)",
+    errno.ENOTDIR: "not a directory",
+}
+if hasattr(errno, "EDQUOT"):
+    _WRITE_FAILURES[errno.EDQUOT] = "disk quota exceeded"
+
+
+def write_failure_reason(exc: BaseException) -> str | None:
+    """What the disk said, when ``exc`` (an ``OSError`` or FFmpeg error) is a refused
+    write (full, quota, too large, read-only, no permission); None for anything else."""
+    return _WRITE_FAILURES.get(getattr(exc, "errno", None) or 0)
+
+
+def write_failure(exc: BaseException, where: str) -> OutputError | None:
+    """``OutputError("cannot write {where}: {reason}")`` for a refused write, else None."""
+    reason = write_failure_reason(exc)
+    return None if reason is None else OutputError(f"cannot write {where}: {reason}")

@@ -26,7 +26,7 @@ import av.video.stream
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
 
-from vidshard.errors import MediaError, OutputError
+from vidshard.errors import MediaError, OutputError, write_failure
 
 from .output_check import (
     COPIED_KINDS,
@@ -85,11 +85,20 @@ def join_segments(
         verify_output(
             tmp, source.video, expected_size_wh=expected_size_wh, expected_pts=expected_pts
         )
-        os.replace(tmp, output)
+        _publish(tmp, output)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     logger.info("%s: joined %d segments", output, len(paths))
+
+
+def _publish(tmp: Path, output: Path) -> None:
+    """Rename the verified temp file onto ``output``; a refusal is the output's problem."""
+    try:
+        os.replace(tmp, output)
+    except OSError as exc:
+        failure = write_failure(exc, str(output))
+        raise failure or OutputError(f"cannot write {output}: {exc.strerror or exc}") from exc
 
 
 def _remux(segment_paths: list[Path], source: MediaInfo, tmp: Path) -> None:
@@ -115,7 +124,8 @@ def _remux(segment_paths: list[Path], source: MediaInfo, tmp: Path) -> None:
             for _, packet in heapq.merge(video, others, key=lambda item: item[0]):
                 out.mux_one(packet)
     except (av.FFmpegError, ValueError) as exc:
-        raise MediaError(f"{tmp.name}: joining segments failed: {exc}") from exc
+        failure = write_failure(exc, f"the output in {tmp.parent}")
+        raise failure or MediaError(f"{tmp.name}: joining segments failed: {exc}") from exc
 
 
 def _add_video_from_segments(

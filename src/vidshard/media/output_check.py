@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import cast
@@ -20,7 +22,7 @@ import av.container
 import av.format
 import av.stream
 
-from vidshard.errors import OutputError
+from vidshard.errors import OutputError, write_failure
 
 from .types import MediaInfo
 
@@ -44,6 +46,7 @@ def check_output_container(
         raise OutputError(f"{output}: is the input file, expected a different output path")
     if not output.parent.is_dir():
         raise OutputError(f"{output}: the directory {output.parent} does not exist")
+    check_writable(output)
     format_name = _format_for(output)  # first: an unknown extension needs no scan
     negative = _negative_starts(source)
 
@@ -65,6 +68,19 @@ def check_output_container(
     ]
     hint = f"; use {better[0]} instead" if better else ""
     raise OutputError(f"{output}: the {format_name} container cannot hold {problem}{hint}")
+
+
+def check_writable(output: Path) -> None:
+    """Create and remove an empty hidden file beside ``output``: ``os.access`` misses
+    read-only mounts, ACLs and file systems that refuse new files even to root."""
+    where = f"in {output.parent}"
+    try:
+        fd, name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.check-")
+    except OSError as exc:
+        failure = write_failure(exc, where)
+        raise failure or OutputError(f"cannot write {where}: {exc.strerror or exc}") from exc
+    os.close(fd)
+    os.unlink(name)
 
 
 def _negative_starts(source: MediaInfo) -> list[tuple[str, Fraction]]:

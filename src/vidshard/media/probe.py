@@ -29,6 +29,12 @@ logger = logging.getLogger(__name__)
 # Demuxers that read a still image (or an image sequence), not a video.
 _IMAGE_FORMAT_SUFFIX = "_pipe"
 _IMAGE_FORMATS = frozenset({"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe"})
+# Demuxers whose header declares the file's duration (Matroska's Segment Info), so a
+# file whose packets end well before it has lost its tail.
+_DECLARED_DURATION_FORMATS = frozenset({"matroska", "webm"})
+# How far packets may end before the declared duration: more than a frame's or an audio
+# packet's length (the last one's duration is not always stored), much less than a cut.
+MIN_MISSING_TAIL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,10 @@ def probe(path: str | Path) -> MediaInfo:
     with container:
         _reject_image(container, file)
         video = _main_video_stream(container, file)
-        records, counts, first_key = _scan(container, video)
+        scan = _scan(container, video, file)
+        records, counts, first_key = scan.records, scan.counts, scan.first_key
         table = frame_table(records, file)
+        _check_complete(container, scan, table, video, file)
         pix_fmt, rotation = _first_frame_props(video, first_key)
         video_info = _video_info(video, table, pix_fmt, rotation)
         duration_s = container.duration / 1_000_000 if container.duration else video_info.duration_s
@@ -93,7 +101,7 @@ def _open(file: Path) -> av.container.InputContainer:
         return av.open(str(file), mode="r", metadata_errors="replace")
     except av.FFmpegError as exc:
         raise InputError(
-            f"{file}: not a media file FFmpeg can read ({exc.strerror or exc})"
+            f"{file}: not a media file FFmpeg can read, or truncated ({exc.strerror or exc})"
         ) from exc
     except OSError as exc:
         raise InputError(f"{file}: cannot be read ({exc.strerror or exc})") from exc
@@ -111,37 +119,113 @@ def _main_video_stream(
 ) -> av.video.stream.VideoStream:
     """The first video stream that is not cover art."""
     attached = av.stream.Disposition.attached_pic
-    for stream in container.streams.video:
-        if not stream.disposition & attached and stream.codec_context is not None:
+    videos = [s for s in container.streams.video if not s.disposition & attached]
+    for stream in videos:
+        if stream.codec_context is not None:
             return stream
-    found = ", ".join(f"{s.type} {_codec_name(s)}" for s in container.streams) or "no streams"
+    if videos:  # FFmpeg demuxes it, but knows no decoder for its codec
+        raise InputError(
+            f"{file}: the video stream #{videos[0].index} has a codec FFmpeg cannot decode "
+            "(unknown, or no decoder in this build); expected H.264, HEVC, AV1, VP9, ..."
+        )
+    if not container.streams:
+        raise InputError(f"{file}: holds no streams (a truncated or unfinished file?)")
+    found = ", ".join(f"{s.type} {_codec_name(s)}" for s in container.streams)
     raise InputError(f"{file}: has no video stream, expected one (found: {found})")
 
 
+@dataclass
+class _Scan:
+    """What one pass over the packets found."""
+
+    records: list[PacketRecord]  # the video's packets, decode order
+    counts: dict[int, int]  # packets (with data) per stream index
+    empty: dict[int, int]  # packets without data per stream index
+    ends: dict[int, int]  # per stream, the latest pts + duration (stream time base)
+    first_key: av.Packet[Any] | None
+
+
 def _scan(
-    container: av.container.InputContainer, video: av.video.stream.VideoStream
-) -> tuple[list[PacketRecord], dict[int, int], av.Packet[Any] | None]:
+    container: av.container.InputContainer, video: av.video.stream.VideoStream, file: Path
+) -> _Scan:
     """Read every packet once; keep the video packets' timing and count the others."""
-    records: list[PacketRecord] = []
-    counts: dict[int, int] = {}
-    first_key: av.Packet[Any] | None = None
+    scan = _Scan(records=[], counts={}, empty={}, ends={}, first_key=None)
+    records, counts, ends = scan.records, scan.counts, scan.ends
     video_index = video.index
+    track_ends = container.format.name.split(",")[0] in _DECLARED_DURATION_FORMATS
     try:
         for packet in container.demux():
-            if packet.size == 0:
-                continue  # the demuxer's end-of-stream marker
             index = packet.stream_index
+            if packet.size == 0:
+                scan.empty[index] = scan.empty.get(index, 0) + 1
+                continue  # the demuxer's end-of-stream marker (or an empty sample)
+            if index not in counts:
+                _reject_encrypted(packet, file)
             counts[index] = counts.get(index, 0) + 1
+            if track_ends and packet.pts is not None:
+                end = packet.pts + (packet.duration or 0)
+                if index not in ends or end > ends[index]:
+                    ends[index] = end
             if index != video_index or packet.is_discard:
                 continue  # discard: before an edit list's start, never shown
             is_key = packet.is_keyframe
             records.append(PacketRecord(packet.pts, packet.dts, packet.duration, is_key))
-            if first_key is None and is_key:
-                first_key = packet
+            if scan.first_key is None and is_key:
+                scan.first_key = packet
     except av.FFmpegError as exc:
-        # A truncated tail: keep what was read, like every player does.
-        logger.warning("%s: demuxing stopped early: %s", container.name, exc)
-    return records, counts, first_key
+        raise InputError(
+            f"{file}: is corrupt or truncated: reading stopped after {len(records)} video "
+            f"frames ({exc.strerror or exc})"
+        ) from exc
+    return scan
+
+
+def _reject_encrypted(packet: av.Packet[Any], file: Path) -> None:
+    """Encrypted (CENC) samples carry their encryption info as packet side data."""
+    has_sidedata = getattr(packet, "has_sidedata", None)  # PyAV 14.3+
+    if has_sidedata is not None and has_sidedata("encryption_info"):
+        raise InputError(
+            f"{file}: stream #{packet.stream_index} ({packet.stream.type}) is encrypted "
+            "(CENC/DRM) and vidshard cannot decrypt it; expected an unencrypted file"
+        )
+
+
+def _check_complete(
+    container: av.container.InputContainer,
+    scan: _Scan,
+    table: FrameTable,
+    video: av.video.stream.VideoStream,
+    file: Path,
+) -> None:
+    """Refuse a file that has lost part of what its own header or index describes.
+
+    MP4's index (read up front) lists every sample: a stream that yields fewer packets
+    than its index is truncated. Matroska declares its duration in the header: packets
+    that end more than :data:`MIN_MISSING_TAIL_S` (or two frames) before it mean a
+    lost tail. Formats with neither (MPEG-TS) cannot tell a cut file from a short one.
+    """
+    for stream in container.streams:
+        entries = getattr(stream, "index_entries", None)  # PyAV 14.3+
+        listed = len(entries) if entries is not None else 0
+        held = scan.counts.get(stream.index, 0)
+        if listed > held + scan.empty.get(stream.index, 0):
+            raise InputError(
+                f"{file}: is truncated: its index lists {listed} packets of stream "
+                f"#{stream.index} ({stream.type}), the file holds {held}"
+            )
+    if not scan.ends or not container.duration:
+        return
+    start_s = (container.start_time or 0) / av.time_base
+    declared_s = start_s + container.duration / av.time_base
+    streams = {s.index: s for s in container.streams}
+    read_s = max(float(end * (streams[i].time_base or Fraction(1))) for i, end in scan.ends.items())
+    tb = video.time_base or Fraction(1)
+    longest_frame_s = float(max(table.durations, default=0) * tb)
+    if declared_s - read_s > max(MIN_MISSING_TAIL_S, 2 * longest_frame_s):
+        raise InputError(
+            f"{file}: is truncated: its header declares {declared_s:.3f} s, "
+            f"its packets end at {read_s:.3f} s"
+        )
 
 
 def frame_table(records: Iterable[PacketRecord], file: Path) -> FrameTable:

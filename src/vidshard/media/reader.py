@@ -21,7 +21,7 @@ import av.container
 import av.video.stream
 import numpy as np
 
-from vidshard.errors import MediaError
+from vidshard.errors import InputError, MediaError, VidshardError
 
 from .types import VideoStreamInfo
 
@@ -53,7 +53,10 @@ def read_frames(
     """Yield frames ``start .. end - 1`` in order, each exactly once.
 
     ``threads = 0`` means automatic, capped at :data:`MAX_AUTO_THREADS`.
-    Raises :class:`MediaError` when a frame of the range is never decoded.
+    Raises :class:`InputError` when a frame of the range is never decoded because the
+    input is corrupt there (the decoder refused packets) or comes before the stream's
+    first keyframe (a stream cut mid-GOP), :class:`MediaError` when it is never decoded
+    for another reason.
     """
     file = Path(path)
     count = video.frame_count
@@ -106,7 +109,8 @@ def _decode_range(
         if seek_frame is not None:
             container.seek(video.pts[seek_frame], stream=stream, backward=True, any_frame=False)
         expected = start
-        for index, pts, frame in _decoded(container, stream, index_of, file):
+        refused: list[av.FFmpegError] = []  # packets the decoder refused
+        for index, pts, frame in _decoded(container, stream, index_of, file, refused):
             if index < start:
                 continue
             if expected == start and index > start and seek_frame is not None:
@@ -114,8 +118,7 @@ def _decode_range(
             if index < expected:
                 continue  # repeated after a decoder hiccup; already yielded
             if index > expected:
-                missing = list(range(expected, min(index, end)))
-                raise MediaError(f"{file.name}: frames {_ranges(missing)} were not decoded")
+                raise _not_decoded(file, video, range(expected, min(index, end)), refused)
             if index >= end:
                 return
             # the frame's own range: full-range (JPEG) video would otherwise be clipped
@@ -124,10 +127,29 @@ def _decode_range(
             expected = index + 1
             if expected == end:
                 return
-    raise MediaError(
-        f"{file.name}: frames {_ranges(list(range(expected, end)))} were not decoded "
-        "(the stream ended early or is corrupt)"
-    )
+    raise _not_decoded(file, video, range(expected, end), refused, ended=True)
+
+
+def _not_decoded(
+    file: Path,
+    video: VideoStreamInfo,
+    missing: range,
+    refused: list[av.FFmpegError],
+    *,
+    ended: bool = False,
+) -> VidshardError:
+    """The error for frames the probe lists but decoding never produced."""
+    frames = f"{file.name}: frames {_ranges(list(missing))}"
+    if refused:
+        reason = refused[0].strerror or str(refused[0])
+        return InputError(f"{frames} do not decode: the input is corrupt there ({reason})")
+    if video.keyframes and missing[-1] < video.keyframes[0]:
+        return InputError(
+            f"{frames} come before the video's first keyframe and cannot be decoded "
+            "(a stream cut mid-GOP); cut or remux the input to start at a keyframe"
+        )
+    suffix = " (the stream ended early or is corrupt)" if ended else ""
+    return MediaError(f"{frames} were not decoded{suffix}")
 
 
 def _stream_position(
@@ -144,13 +166,16 @@ def _decoded(
     stream: av.video.stream.VideoStream,
     index_of: dict[int, int],
     file: Path,
+    refused: list[av.FFmpegError],
 ) -> Iterator[tuple[int, int, av.VideoFrame]]:
-    """Decoded frames with their probe index; unknown timestamps are skipped."""
+    """Decoded frames with their probe index; unknown timestamps are skipped, and so are
+    packets the decoder refuses (appended to ``refused``)."""
     for packet in container.demux(stream):
         try:
             frames = packet.decode()
         except av.FFmpegError as exc:
-            logger.warning("%s: skipping a packet that does not decode: %s", file.name, exc)
+            logger.info("%s: skipping a packet that does not decode: %s", file.name, exc)
+            refused.append(exc)
             continue
         for frame in frames:
             pts = frame.pts if frame.pts is not None else frame.dts

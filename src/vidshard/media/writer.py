@@ -34,7 +34,7 @@ import av.video.stream
 import numpy as np
 from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
 
-from vidshard.errors import ConfigError, MediaError
+from vidshard.errors import ConfigError, MediaError, write_failure
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +227,8 @@ class SegmentWriter:
         try:
             self._container = av.open(str(self.path), mode="w")
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise MediaError(f"{self.path}: cannot create segment file ({exc})") from exc
+            failure = write_failure(exc, str(self.path))
+            raise failure or MediaError(f"{self.path}: cannot create segment file ({exc})") from exc
         self._container.container_options.update(
             muxer_options(self._container.format.name, time_base)
         )
@@ -246,6 +247,8 @@ class SegmentWriter:
         try:
             self._container.start_encoding()
         except (av.FFmpegError, ValueError) as exc:
+            if failure := write_failure(exc, str(self.path)):
+                raise failure from exc
             raise ConfigError(f"{self.path.name}: the encoder refused the settings: {exc}") from exc
 
     def _add_stream(
@@ -308,23 +311,30 @@ class SegmentWriter:
         try:
             self._container.mux(self._stream.encode(frame))
         except av.FFmpegError as exc:
-            raise MediaError(
+            failure = write_failure(exc, str(self.path))
+            raise failure or MediaError(
                 f"{self.path.name}: encoding the frame at pts {pts} failed: {exc}"
             ) from exc
         self._last_pts = pts
         self.frames_written += 1
 
     def close(self) -> None:
-        """Flush the encoder and finish the file (idempotent)."""
+        """Flush the encoder and finish the file (idempotent); on failure the file is
+        removed."""
         if self._closed:
             return
         self._closed = True
         try:
-            self._container.mux(self._stream.encode(None))
+            try:
+                self._container.mux(self._stream.encode(None))
+            finally:
+                self._container.close()  # writes the trailer: may fail on a full disk
         except av.FFmpegError as exc:
-            raise MediaError(f"{self.path.name}: finishing the segment failed: {exc}") from exc
-        finally:
-            self._container.close()
+            self.path.unlink(missing_ok=True)
+            failure = write_failure(exc, str(self.path))
+            raise failure or MediaError(
+                f"{self.path.name}: finishing the segment failed: {exc}"
+            ) from exc
 
     def abort(self) -> None:
         """Close without flushing and remove the file."""
