@@ -31,6 +31,7 @@ def upscale(
     preset: str | None = "medium",
     precision: str = "fp32",
     batch_size: int | None = None,
+    resume: bool = True,
     on_progress: ProgressFn | None = None,
     on_phase: PhaseFn | None = None,
 ) -> UpscaleResult:
@@ -53,5 +54,6 @@ def upscale(
         preset=preset,
         precision=precision,
         batch_size=batch_size,
+        resume=resume,
     )
     return run_upscale(input, output, options, on_progress=on_progress, on_phase=on_phase)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vidshard.errors import ConfigError, VidshardError
+from vidshard.errors import ConfigError, OutputError, VidshardError, write_failure_reason
 from vidshard.models.options import TileOption
 
 app = typer.Typer(
@@ -29,14 +30,27 @@ err = Console(stderr=True)
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """A user's mistake is one line on stderr and exit code 2, never a traceback."""
+    """A user's mistake is one line on stderr and exit code 2, never a traceback.
+
+    So is a file the disk refused (full, read-only, no permission) that no typed error
+    caught on its way up."""
     try:
         yield
     except VidshardError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
+    except OSError as exc:
+        reason = write_failure_reason(exc)
+        if reason is None:
+            raise
+        message = f"{exc.filename}: {reason}" if exc.filename else reason
+        err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(OutputError.exit_code) from None
     except KeyboardInterrupt:
-        err.print("interrupted", highlight=False)
+        err.print(
+            "interrupted; finished segments are kept: run the same command again to resume",
+            highlight=False,
+        )
         raise typer.Exit(130) from None
 
 
@@ -157,6 +171,13 @@ def upscale(
     preset: Annotated[str, typer.Option(help="Encoder preset.")] = "medium",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16.")] = "fp32",
     batch_size: Annotated[int | None, typer.Option(help="Frames per model call.")] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume/--no-resume",
+            help="Reuse the finished segments of an interrupted run of the same job.",
+        ),
+    ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -179,6 +200,7 @@ def upscale(
             preset=preset,
             precision=precision,
             batch_size=batch_size,
+            resume=resume,
         )
         show = not quiet and not as_json and err.is_terminal
         with JobDisplay(err, "starting", enabled=show) as display:
@@ -189,6 +211,11 @@ def upscale(
             out.print_json(json.dumps(result_to_dict(result)))
             return
         w, h = result.size_wh
+        if result.quarantined:
+            names = ", ".join(result.quarantined)
+            err.print(f"[yellow]warning:[/] quarantined after repeated failures: {names}")
+        if result.resumed_units:
+            out.print(f"resumed {result.resumed_units} finished unit(s) of an interrupted run")
         out.print(
             f"wrote {result.output} ({w}x{h}, {result.frames} frames) in "
             f"{result.seconds:.1f} s, {result.fps:.1f} fps over {len(result.slots)} slot(s)",
@@ -207,6 +234,8 @@ def result_to_dict(result: object) -> dict[str, object]:
         "fps": round(result.fps, 2),
         "size_wh": list(result.size_wh),
         "segments": result.segments,
+        "resumed_units": result.resumed_units,
+        "quarantined": list(result.quarantined),
         "slots": [
             {"slot": s.label, "frames": s.frames, "units": s.units, "fps": round(s.fps, 2)}
             for s in result.slots
@@ -214,7 +243,12 @@ def result_to_dict(result: object) -> dict[str, object]:
     }
 
 
+def _terminate(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: workers end, segments kept
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     app(prog_name="vidshard")
 
 

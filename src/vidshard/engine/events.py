@@ -39,4 +39,10 @@ class UnitFinished:
     seconds: float
 
 
-Event = WorkerUp | WorkerDown | UnitStarted | UnitProgress | UnitFinished
+@dataclass(frozen=True)
+class DeviceQuarantined:
+    device_label: str
+    reason: str
+
+
+Event = WorkerUp | WorkerDown | UnitStarted | UnitProgress | UnitFinished | DeviceQuarantined

@@ -10,7 +10,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .events import Event, UnitFinished, UnitProgress, UnitStarted, WorkerDown, WorkerUp
+from .events import (
+    DeviceQuarantined,
+    Event,
+    UnitFinished,
+    UnitProgress,
+    UnitStarted,
+    WorkerDown,
+    WorkerUp,
+)
 
 Clock = Callable[[], float]
 
@@ -37,6 +45,7 @@ class ProgressSnapshot:
     fps: float
     eta_s: float | None
     slots: tuple[SlotStats, ...]
+    quarantined: tuple[str, ...] = ()
 
     @property
     def fraction(self) -> float:
@@ -48,15 +57,18 @@ class ProgressTracker:
     """Folds events into totals; safe to feed from several threads."""
 
     frames_total: int
+    frames_resumed: int = 0  # done by an earlier, interrupted run: not part of the speed
     clock: Clock = time.monotonic
     started_s: float = field(init=False)
     frames_done: int = 0
     slots: dict[str, SlotStats] = field(default_factory=dict)
+    quarantined: list[str] = field(default_factory=list)
     _unit_frames: dict[str, int] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.started_s = self.clock()
+        self.frames_done = self.frames_resumed
 
     def _slot(self, label: str) -> SlotStats:
         return self.slots.setdefault(label, SlotStats(label))
@@ -77,6 +89,8 @@ class ProgressTracker:
                 self._stop_running(stats)
             elif isinstance(event, WorkerUp):
                 self._slot(event.slot_label).alive = True
+            elif isinstance(event, DeviceQuarantined):
+                self.quarantined.append(event.device_label)
             elif isinstance(event, WorkerDown):
                 stats = self._slot(event.slot_label)
                 stats.alive = False
@@ -97,7 +111,7 @@ class ProgressTracker:
         with self._lock:
             elapsed_s = max(0.0, self.clock() - self.started_s)
             done = min(self.frames_done, self.frames_total)
-            fps = done / elapsed_s if elapsed_s > 0 else 0.0
+            fps = max(0, done - self.frames_resumed) / elapsed_s if elapsed_s > 0 else 0.0
             eta_s = (self.frames_total - done) / fps if fps > 0 else None
             now = self.clock()
             slots = tuple(
@@ -110,4 +124,6 @@ class ProgressTracker:
                 )
                 for s in sorted(self.slots.values(), key=lambda s: s.label)
             )
-            return ProgressSnapshot(done, self.frames_total, elapsed_s, fps, eta_s, slots)
+            return ProgressSnapshot(
+                done, self.frames_total, elapsed_s, fps, eta_s, slots, tuple(self.quarantined)
+            )

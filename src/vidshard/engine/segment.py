@@ -23,6 +23,7 @@ from vidshard.models.base import Model
 from .units import SeamUnit, SegmentUnit, UnitResult
 
 ProgressFn = Callable[[int], None]  # frames completed since the last call
+CheckpointFn = Callable[[str], None]  # named moments, for fault injection in tests
 _END = object()
 QUEUE_BATCHES = 2  # batches buffered between stages
 
@@ -108,8 +109,21 @@ class _SeamCollector:
         tmp.replace(self.path)
 
 
-def run_segment(unit: SegmentUnit, model: Model, progress: ProgressFn) -> UnitResult:
-    """Process one segment unit; returns when its outputs are complete on disk."""
+def _no_checkpoint(_point: str) -> None:
+    return None
+
+
+def run_segment(
+    unit: SegmentUnit,
+    model: Model,
+    progress: ProgressFn,
+    checkpoint: CheckpointFn = _no_checkpoint,
+) -> UnitResult:
+    """Process one segment unit; returns when its outputs are complete on disk.
+
+    ``checkpoint`` is called with ``"mid"`` once half of the segment is encoded and
+    with ``"encode"`` when the encoder has flushed, before the file is committed.
+    """
     started = time.monotonic()
     seg = unit.segment
     read_start, read_end = seg.read_range
@@ -133,6 +147,7 @@ def run_segment(unit: SegmentUnit, model: Model, progress: ProgressFn) -> UnitRe
 
     def encode() -> None:
         tmp = unit.core_path.with_name(unit.core_path.stem + ".partial" + unit.core_path.suffix)
+        done, half = 0, max(1, seg.frames // 2)
         with SegmentWriter(tmp, unit.settings, out_size_wh, video.time_base, video.avg_rate) as w:
             while (item := _get(inferred, stop)) is not _END:
                 indices, images = item
@@ -141,12 +156,17 @@ def run_segment(unit: SegmentUnit, model: Model, progress: ProgressFn) -> UnitRe
                         w.write(image, video.pts[index])
                     for seam in seams:
                         seam.offer(index, image)
-                progress(sum(1 for i in indices if seg.start <= i < seg.end))
+                own = sum(1 for i in indices if seg.start <= i < seg.end)
+                progress(own)
+                if done < half <= done + own:
+                    checkpoint("mid")
+                done += own
             if stop.is_set():  # another stage failed: leave no partial file behind
                 w.abort()
                 return
             for seam in seams:  # inside: if a save fails, the writer removes the partial core
                 seam.save()
+        checkpoint("encode")
         tmp.replace(unit.core_path)
 
     stages = [_Stage("decode", decode, stop), _Stage("encode", encode, stop)]

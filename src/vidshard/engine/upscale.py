@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vidshard.devices import discover_devices, parse_device_spec
 from vidshard.devices.types import DeviceSlot
-from vidshard.errors import ConfigError, InputError, OutputError, write_failure
+from vidshard.errors import ConfigError, InputError, OutputError, WorkerError, write_failure
 from vidshard.executors.base import create_executor
 from vidshard.media import (
     SEGMENT_SUFFIX,
@@ -22,11 +23,12 @@ from vidshard.media import (
     join_segments,
     probe,
 )
-from vidshard.media.plan import Segment, plan_segments
+from vidshard.media.plan import Segment, plan_segments, segments_from_bounds
 from vidshard.models.options import TileOption
 from vidshard.models.registry import ModelOptions, ModelRef, resolve_model
 
 from .events import Event, UnitProgress
+from .manifest import Manifest, fingerprint
 from .merger import OrderedMerger
 from .progress import ProgressSnapshot, ProgressTracker, SlotStats
 from .scheduler import run_units
@@ -57,6 +59,7 @@ class UpscaleOptions:
     precision: str = "fp32"
     batch_size: int | None = None
     executor: str = "local"
+    resume: bool = True  # reuse finished segments of an interrupted run of the same job
 
     def validate(self) -> None:
         if self.workers_per_device < 1:
@@ -86,6 +89,8 @@ class UpscaleResult:
     size_wh: tuple[int, int]
     segments: int
     slots: tuple[SlotStats, ...] = field(default_factory=tuple)
+    resumed_units: int = 0  # units reused from an interrupted run
+    quarantined: tuple[str, ...] = ()  # devices taken out of the job after failing
 
     @property
     def fps(self) -> float:
@@ -211,6 +216,105 @@ def _prepare(
     return info, model, slots, settings
 
 
+class _WorkDir:
+    """The job's scratch folder, locked against a second job writing the same output."""
+
+    def __init__(self, output: Path) -> None:
+        self.path = work_dir_for(output)
+        self._lock_fd: int | None = None
+
+    def __enter__(self) -> _WorkDir:
+        try:
+            self.path.mkdir(exist_ok=True)
+            fd = os.open(self.path / "lock", os.O_CREAT | os.O_RDWR)
+        except OSError as exc:  # e.g. a directory that refuses new files even to root
+            where = f"in {self.path.parent}"
+            raise write_failure(exc, where) or OutputError(f"cannot write {where}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputError(f"another vidshard job is writing {self.path.parent}") from None
+        self._lock_fd = fd
+        for partial in self.path.glob("*.partial*"):
+            partial.unlink()
+        return self
+
+    def clear(self) -> None:
+        for child in self.path.iterdir():
+            if child.name != "lock":
+                child.unlink()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _output_options(options: UpscaleOptions, settings: EncodeSettings) -> dict[str, object]:
+    """The options that decide the output's bits (the manifest's fingerprint)."""
+    return {
+        "scale": options.scale,
+        "tile": options.tile,
+        "tile_overlap": options.tile_overlap,
+        "overlap_frames": options.overlap_frames,
+        "segment_seconds": options.segment_seconds,
+        "precision": options.precision,
+        "batch_size": options.batch_size or DEFAULT_BATCH_SIZE,
+        "settings": repr(settings),
+    }
+
+
+def _load_or_plan(
+    work: _WorkDir,
+    info: MediaInfo,
+    model: ModelRef,
+    options: UpscaleOptions,
+    settings: EncodeSettings,
+    slots: int,
+) -> Manifest:
+    """The stored plan when the same job was interrupted; a new one otherwise."""
+    digest = fingerprint(info, model, _output_options(options, settings))
+    stored = Manifest.load(work.path) if options.resume else None
+    if stored is not None and stored.fingerprint == digest:
+        logger.info("resuming: %d unit(s) already finished", len(stored.finished))
+        return stored
+    if stored is not None:
+        logger.info("input or options changed since the interrupted run: starting over")
+    work.clear()
+    segments = plan_segments(
+        info.video,
+        slots=slots,
+        segment_seconds=options.segment_seconds,
+        overlap_frames=max(options.overlap_frames, model.spec.temporal_window),
+    )
+    overlap = segments[0].overlap_frames if len(segments) > 1 else 0
+    manifest = Manifest(digest, [s.start for s in segments] + [info.video.frame_count], overlap)
+    manifest.save(work.path)
+    return manifest
+
+
+def _finished_units(plan: _Plan, manifest: Manifest) -> set[str]:
+    """Units the manifest lists as finished whose files are all still there."""
+    done = set()
+    for unit in plan.units:
+        if unit.unit_id not in manifest.finished:
+            continue
+        if isinstance(unit, SegmentUnit):
+            paths = [unit.core_path, unit.seam_left_path, unit.seam_right_path]
+        else:
+            paths = [unit.out_path]
+        if all(p is None or p.exists() for p in paths):
+            done.add(unit.unit_id)
+    return done
+
+
+def _piece_path(unit: WorkUnit) -> Path:
+    return unit.core_path if isinstance(unit, SegmentUnit) else unit.out_path
+
+
 def run_upscale(
     source: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -219,76 +323,110 @@ def run_upscale(
     on_progress: ProgressFn | None = None,
     on_phase: PhaseFn | None = None,
 ) -> UpscaleResult:
-    """Upscale ``source`` into ``output`` over the slots ``options.devices`` names."""
+    """Upscale ``source`` into ``output`` over the slots ``options.devices`` names.
+
+    An interrupted or failed-by-infrastructure job keeps its finished segments in a
+    hidden work dir beside the output; running the same job again resumes from them.
+    """
     started = time.monotonic()
     source_path, output_path = Path(source), Path(output)
     phase = on_phase or (lambda _name: None)
     phase("checking input")
     info, model, slots, settings = _prepare(source_path, output_path, options)
-    segments = plan_segments(
-        info.video,
-        slots=len(slots),
-        segment_seconds=options.segment_seconds,
-        overlap_frames=max(options.overlap_frames, model.spec.temporal_window),
-    )
-    work_dir = work_dir_for(output_path)
-    shutil.rmtree(work_dir, ignore_errors=True)
-    try:
-        work_dir.mkdir()
-    except OSError as exc:  # e.g. a directory that refuses new files even to root
-        where = f"in {output_path.parent}"
-        raise write_failure(exc, where) or OutputError(f"cannot write {where}: {exc}") from exc
+    with _WorkDir(output_path) as work:
+        keep = False
+        try:
+            result = _run(
+                info, output_path, options, model, slots, settings, work, phase, on_progress
+            )
+        except (KeyboardInterrupt, WorkerError):
+            keep = True  # finished segments stay for a resume
+            raise
+        except OSError as exc:  # the disk refused a write: full, quota, file size limit
+            failure = write_failure(exc, f"in {output_path.parent}")
+            if failure is None:
+                raise
+            raise failure from exc
+        finally:
+            if not keep:
+                work.remove()
+    return replace(result, seconds=time.monotonic() - started)
+
+
+def _run(
+    info: MediaInfo,
+    output_path: Path,
+    options: UpscaleOptions,
+    model: ModelRef,
+    slots: list[DeviceSlot],
+    settings: EncodeSettings,
+    work: _WorkDir,
+    phase: PhaseFn,
+    on_progress: ProgressFn | None,
+) -> UpscaleResult:
+    manifest = _load_or_plan(work, info, model, options, settings, len(slots))
+    segments = segments_from_bounds(manifest.bounds, manifest.overlap_frames)
     batch_size = options.batch_size or DEFAULT_BATCH_SIZE
-    plan = build_plan(info, segments, model, settings, work_dir, batch_size)
-    tracker = ProgressTracker(frames_total=info.video.frame_count)
+    plan = build_plan(info, segments, model, settings, work.path, batch_size)
+    finished = _finished_units(plan, manifest)
+    tracker = ProgressTracker(
+        frames_total=info.video.frame_count,
+        frames_resumed=sum(
+            u.segment.frames
+            for u in plan.units
+            if isinstance(u, SegmentUnit) and u.unit_id in finished
+        ),
+    )
     merger = OrderedMerger(plan.pieces)
+    for unit in plan.units:
+        if unit.unit_id in finished:
+            merger.add(plan.positions[unit.unit_id], _piece_path(unit))
+    pending = [u for u in plan.units if u.unit_id not in finished]
+    depends_on = {
+        uid: tuple(d for d in deps if d not in finished) for uid, deps in plan.depends_on.items()
+    }
 
     def on_event(event: Event) -> None:
         tracker.handle(event)
         if on_progress is not None and isinstance(event, UnitProgress):
             on_progress(tracker.snapshot())
 
-    def on_result(unit: WorkUnit, result: UnitResult) -> None:
-        path = unit.core_path if isinstance(unit, SegmentUnit) else unit.out_path
-        merger.add(plan.positions[unit.unit_id], path)
+    def on_result(unit: WorkUnit, _result: UnitResult) -> None:
+        merger.add(plan.positions[unit.unit_id], _piece_path(unit))
+        manifest.mark_finished(unit.unit_id, work.path)
 
     def on_retry(unit: WorkUnit, _exc: BaseException) -> None:
         tracker.restart_unit(unit.unit_id)
 
-    executor = create_executor(options.executor)
-    try:
-        phase(f"starting {len(slots)} worker(s)")
-        executor.start(slots, model, on_event)
-        phase(f"upscaling x{model.spec.scale} in {plan.segments} segment(s)")
-        run_units(
-            executor, plan.units, depends_on=plan.depends_on, on_result=on_result, on_retry=on_retry
-        )
-        executor.shutdown()
+    if pending:
+        executor = create_executor(options.executor)
+        try:
+            phase(f"starting {len(slots)} worker(s)")
+            executor.start(slots, model, on_event)
+            resumed = f", {len(finished)} resumed" if finished else ""
+            phase(f"upscaling x{model.spec.scale} in {plan.segments} segment(s){resumed}")
+            run_units(
+                executor, pending, depends_on=depends_on, on_result=on_result, on_retry=on_retry
+            )
+            phase("joining")  # workers still up: the moment "just before the join"
+        finally:
+            executor.shutdown()
+    else:
         phase("joining")
-        out_wh = (info.video.width * model.spec.scale, info.video.height * model.spec.scale)
-        join_segments(
-            merger.ordered(),
-            info,
-            output_path,
-            expected_pts=info.video.pts,
-            expected_size_wh=out_wh,
-        )
-    except OSError as exc:  # the disk refused a write: full, quota, file size limit, ...
-        failure = write_failure(exc, f"in {output_path.parent}")
-        if failure is None:
-            raise
-        raise failure from exc
-    finally:
-        executor.shutdown()
-        shutil.rmtree(work_dir, ignore_errors=True)
+    out_wh = (info.video.width * model.spec.scale, info.video.height * model.spec.scale)
+    join_segments(
+        merger.ordered(), info, output_path, expected_pts=info.video.pts, expected_size_wh=out_wh
+    )
     snapshot = tracker.snapshot()
     if on_progress is not None:
         on_progress(snapshot)
     return UpscaleResult(
         output=output_path,
         frames=info.video.frame_count,
-        seconds=time.monotonic() - started,
-        size_wh=(info.video.width * model.spec.scale, info.video.height * model.spec.scale),
+        seconds=snapshot.elapsed_s,
+        size_wh=out_wh,
         segments=plan.segments,
         slots=snapshot.slots,
+        resumed_units=len(finished),
+        quarantined=snapshot.quarantined,
     )

@@ -12,9 +12,10 @@ import contextlib
 import logging
 import multiprocessing as mp
 import queue
+import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
@@ -24,6 +25,7 @@ from typing import Any
 from vidshard import errors
 from vidshard.devices.types import DeviceSlot
 from vidshard.engine.events import (
+    DeviceQuarantined,
     UnitFinished,
     UnitProgress,
     UnitStarted,
@@ -38,10 +40,25 @@ from .worker import worker_main
 
 logger = logging.getLogger(__name__)
 
-LOAD_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 10.0
 EXIT_GRACE_S = 1.0  # a worker whose pipe closed is exiting: time to reap it
 POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class Supervision:
+    """How the executor watches its workers (DESIGN: Failures)."""
+
+    load_timeout_s: float = 600.0  # model load, all slots together
+    heartbeat_timeout_s: float = 30.0  # silence after which a worker is declared hung
+    min_deadline_s: float = 120.0  # a unit's deadline is never shorter than this...
+    deadline_factor: float = 10.0  # ...or than this many times its expected time
+    max_consecutive_failures: int = 3  # then the device is quarantined for the job
+    restart_backoff_s: float = 0.5  # doubled after each failure in a row
+    max_backoff_s: float = 8.0
+
+
+DEFAULT_SUPERVISION = Supervision()
 
 
 def rebuild_error(type_name: str, message: str, trace: str, where: str) -> BaseException:
@@ -70,6 +87,7 @@ class _SlotWorker:
         self.conn: Connection | None = None
         self.load_error: BaseException | None = None
         self.busy = False  # running a unit: shutdown kills it rather than waiting
+        self.last_failure = ""
         self._kill_lock = threading.Lock()
 
     def spawn(self) -> None:
@@ -84,9 +102,10 @@ class _SlotWorker:
         self.process.start()
         child.close()
         self.conn = parent
-        parent.send(("model", self.model))
+        with contextlib.suppress(OSError):  # a worker dead already: await_ready tells
+            parent.send(("model", self.model, logging.getLogger().getEffectiveLevel()))
 
-    def await_ready(self, timeout_s: float = LOAD_TIMEOUT_S) -> bool:
+    def await_ready(self, timeout_s: float) -> bool:
         """Wait for the ready handshake; False (with ``load_error`` set) on failure."""
         assert self.conn is not None and self.process is not None
         ready = wait([self.conn, self.process.sentinel], timeout=timeout_s)
@@ -94,7 +113,7 @@ class _SlotWorker:
         if self.conn in ready:
             try:
                 message = self.conn.recv()
-            except EOFError:
+            except (EOFError, OSError):  # killed while loading: reset or closed pipe
                 message = None
         if message is not None and message[0] == "ready":
             self.sink(WorkerUp(self.slot.label, pid=message[1], load_seconds=message[2]))
@@ -117,15 +136,23 @@ class _SlotWorker:
         self.sink(WorkerDown(self.slot.label, str(self.load_error)))
         return False
 
-    def run_unit(self, task: _Task) -> bool:
-        """Run one unit to its end; False if the worker died doing it."""
+    def run_unit(
+        self, task: _Task, heartbeat_timeout_s: float, deadline_s: Callable[[], float | None]
+    ) -> bool:
+        """Run one unit to its end; False if the worker died or hung doing it.
+
+        ``deadline_s`` is asked again on every poll: it tightens as other units finish
+        and the expected time per frame becomes known.
+        """
         self.busy = True
         try:
-            return self._run_unit(task)
+            return self._run_unit(task, heartbeat_timeout_s, deadline_s)
         finally:
             self.busy = False
 
-    def _run_unit(self, task: _Task) -> bool:
+    def _run_unit(
+        self, task: _Task, heartbeat_timeout_s: float, deadline_s: Callable[[], float | None]
+    ) -> bool:
         # Local references: shutdown may close ``self.conn`` from another thread.
         conn, process = self.conn, self.process
         assert conn is not None and process is not None
@@ -136,15 +163,30 @@ class _SlotWorker:
         except OSError:  # the worker died while idle
             return self._lost(task, f"worker {label} was gone when {unit_id} came")
         self.sink(UnitStarted(unit_id, label))
+        started = last_heard = time.monotonic()
         while True:
             try:
-                wait([conn, process.sentinel], timeout=None)
+                ready = wait([conn, process.sentinel], timeout=POLL_S)
                 # Nothing buffered, end of file or a closed handle: no message will come.
-                message = conn.recv() if conn.poll() else None
+                message = conn.recv() if ready and conn.poll() else None
             except (EOFError, OSError):
                 message = None
+                ready = [conn]
+            now = time.monotonic()
+            if message is None and not ready:
+                limit = deadline_s()
+                if now - last_heard > heartbeat_timeout_s:
+                    self.kill()
+                    return self._lost(task, f"worker {label} stopped answering on {unit_id}")
+                if limit is not None and now - started > limit:
+                    self.kill()
+                    return self._lost(
+                        task, f"{unit_id} on {label} passed its {limit:.0f} s deadline"
+                    )
+                continue
             if message is None:
                 return self._lost(task, f"worker {label} died running {unit_id}")
+            last_heard = now
             kind = message[0]
             if kind == "progress":
                 self.sink(UnitProgress(unit_id, label, frames=message[2]))
@@ -161,9 +203,10 @@ class _SlotWorker:
                 return True
 
     def _lost(self, task: _Task, reason: str) -> bool:
-        assert self.process is not None
-        self.process.join(EXIT_GRACE_S)  # reap it, for its exit code
-        reason = f"{reason} (exit code {self.process.exitcode})"
+        if self.process is not None:
+            self.process.join(EXIT_GRACE_S)  # reap it, for its exit code
+            reason = f"{reason} (exit code {self.process.exitcode})"
+        self.last_failure = reason
         task.future.set_exception(WorkerLost(reason))
         self.sink(WorkerDown(self.slot.label, reason))
         return False
@@ -191,30 +234,38 @@ class _SlotWorker:
 class LocalExecutor(Executor):
     """Process per slot, spawn start method, model loaded once per worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, supervision: Supervision | None = None) -> None:
+        self.supervision = supervision or DEFAULT_SUPERVISION
         self._queue: queue.Queue[_Task] = queue.Queue()
         self._workers: list[_SlotWorker] = []
         self._threads: list[threading.Thread] = []
         self._live: set[str] = set()
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._sink: EventSink = lambda _event: None
+        self._failures: dict[str, int] = {}  # device label → failures in a row
+        self._last_failure: dict[str, str] = {}
+        self._quarantined: set[str] = set()
+        self._seconds_per_frame: list[float] = []
 
     def start(self, slots: Sequence[DeviceSlot], model: ModelRef, on_event: EventSink) -> None:
+        self._sink = on_event
         self._workers = [_SlotWorker(slot, model, on_event) for slot in slots]
         for worker in self._workers:
             worker.spawn()
-        results = [worker.await_ready() for worker in self._workers]
+        deadline = time.monotonic() + self.supervision.load_timeout_s
+        results = [w.await_ready(max(1.0, deadline - time.monotonic())) for w in self._workers]
         if not any(results):
             errors_seen = [w.load_error for w in self._workers if w.load_error is not None]
             self.shutdown()
             user_errors = [e for e in errors_seen if not isinstance(e, errors.WorkerError)]
             raise (user_errors or errors_seen or [errors.WorkerError("no worker started")])[0]
         for worker, ok in zip(self._workers, results, strict=True):
-            if not ok:
-                continue
             self._live.add(worker.slot.label)
+            if not ok:
+                self._note_failure(worker, str(worker.load_error))
             thread = threading.Thread(
-                target=self._slot_loop, args=(worker,), name=f"slot-{worker.slot.label}"
+                target=self._slot_loop, args=(worker, ok), name=f"slot-{worker.slot.label}"
             )
             thread.daemon = True
             thread.start()
@@ -240,24 +291,106 @@ class LocalExecutor(Executor):
         with self._lock:
             return sorted(self._live)
 
-    def _slot_loop(self, worker: _SlotWorker) -> None:
+    def _slot_loop(self, worker: _SlotWorker, ready: bool) -> None:
+        if not ready and not self._recover(worker):
+            self._slot_died(worker)
+            return
+        device = worker.slot.device.label
         while not self._closing.is_set():
+            if device in self._quarantined:
+                self._slot_died(worker)
+                return
             try:
                 task = self._queue.get(timeout=POLL_S)
             except queue.Empty:
                 continue
             if not task.future.set_running_or_notify_cancel():
                 continue
-            if not worker.run_unit(task):
+            ok = worker.run_unit(
+                task, self.supervision.heartbeat_timeout_s, self._deadline_fn(task)
+            )
+            if ok:
+                self._note_success(worker, task)
+                continue
+            self._note_failure(worker, worker.last_failure)
+            if not self._recover(worker):
                 self._slot_died(worker)
                 return
+
+    def _deadline_fn(self, task: _Task) -> Callable[[], float | None]:
+        """A unit's deadline: ``deadline_factor`` x its expected time, once one is known."""
+        frames = max(1, task.unit.frames)
+
+        def deadline_s() -> float | None:
+            with self._lock:
+                if not self._seconds_per_frame:
+                    return None
+                expected_s = frames * statistics.median(self._seconds_per_frame[-32:])
+            return max(
+                self.supervision.min_deadline_s, self.supervision.deadline_factor * expected_s
+            )
+
+        return deadline_s
+
+    def _note_success(self, worker: _SlotWorker, task: _Task) -> None:
+        with self._lock:
+            self._failures[worker.slot.device.label] = 0
+            if not task.future.cancelled() and task.future.exception() is None:
+                result = task.future.result()
+                if result.frames > 0:
+                    self._seconds_per_frame.append(result.seconds / result.frames)
+
+    def _note_failure(self, worker: _SlotWorker, reason: str) -> int:
+        """Count a failure of the slot's device; quarantine it at the limit."""
+        device = worker.slot.device.label
+        with self._lock:
+            count = self._failures.get(device, 0) + 1
+            self._failures[device] = count
+            newly = (
+                count >= self.supervision.max_consecutive_failures
+                and device not in self._quarantined
+            )
+            if newly:
+                self._quarantined.add(device)
+                # the reason as it stood when the device was taken out
+                self._last_failure[device] = f"{count} failures in a row (last: {reason})"
+        if newly:
+            message = f"{count} failures in a row; last: {reason}"
+            logger.warning("quarantining %s: %s", device, message)
+            self._sink(DeviceQuarantined(device, message))
+        return count
+
+    def _recover(self, worker: _SlotWorker) -> bool:
+        """Restart a dead worker, backing off; False once its device is quarantined."""
+        sup = self.supervision
+        failures = self._failures.get(worker.slot.device.label, 1)
+        while not self._closing.is_set():
+            if worker.slot.device.label in self._quarantined:
+                return False
+            delay_s = min(sup.max_backoff_s, sup.restart_backoff_s * 2 ** (failures - 1))
+            if self._closing.wait(delay_s):
+                return False
+            worker.kill()
+            worker.spawn()
+            if worker.await_ready(sup.load_timeout_s):
+                return True
+            failures = self._note_failure(worker, str(worker.load_error))
+        return False
+
+    def quarantined(self) -> list[str]:
+        with self._lock:
+            return sorted(self._quarantined)
 
     def _slot_died(self, worker: _SlotWorker) -> None:
         worker.kill()
         with self._lock:
             self._live.discard(worker.slot.label)
             orphans = self._drain() if not self._live else []
-        _fail(orphans, errors.WorkerError("every worker has died; no slot is left"))
+            reasons = "; ".join(
+                f"{device} quarantined after {self._last_failure.get(device, '?')}"
+                for device in sorted(self._quarantined)
+            )
+        _fail(orphans, errors.WorkerError(f"no worker is left: {reasons or 'every worker died'}"))
 
     def _drain(self) -> list[_Task]:
         """Take every queued task (call with the lock held)."""

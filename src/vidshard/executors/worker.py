@@ -20,6 +20,7 @@ from vidshard.devices.types import DeviceSlot
 
 logger = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.2
+HEARTBEAT_INTERVAL_S = 1.0
 
 
 class _Channel:
@@ -56,34 +57,64 @@ class _Channel:
 
 
 def describe_error(exc: BaseException) -> tuple[str, str, str]:
+    """(class name, message, traceback) for the coordinator; a refused disk write
+    (full, quota, permissions) travels as the OutputError it is for the user."""
+    from vidshard.errors import write_failure
+
+    failure = write_failure(exc, "in the job's work dir") if isinstance(exc, OSError) else None
+    if failure is not None:
+        return ("OutputError", str(failure), traceback.format_exc())
     return (type(exc).__name__, str(exc), traceback.format_exc())
+
+
+def _heartbeat(channel: _Channel, parent_pid: int) -> None:
+    """Tell the coordinator this process is alive; exit if the coordinator is gone."""
+    while True:
+        time.sleep(HEARTBEAT_INTERVAL_S)
+        if os.getppid() != parent_pid:  # orphaned: the coordinator was killed
+            os._exit(0)
+        try:
+            channel.send(("heartbeat",))
+        except OSError:
+            os._exit(0)
 
 
 def worker_main(slot: DeviceSlot, conn: Connection) -> None:
     """Entry point of a worker process (spawned)."""
     from vidshard.devices.visibility import apply_visibility
+    from vidshard.engine.faults import FAULT_VARIABLE, parse_fault
 
     # Ctrl-C reaches the whole process group; the coordinator decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     apply_visibility(slot)  # before any framework import
     channel = _Channel(conn)
     started = time.monotonic()
+    parent_pid = os.getppid()
     try:
-        _kind, model_ref = conn.recv()
+        fault = parse_fault(os.environ.get(FAULT_VARIABLE))
+        message = conn.recv()  # ("model", ModelRef, log level)
+        model_ref = message[1]
+        logging.basicConfig(
+            level=message[2] if len(message) > 2 else logging.WARNING,
+            format=f"%(levelname)s {slot.label} %(name)s: %(message)s",
+        )
         from vidshard.devices.visibility import configure_torch_threads
         from vidshard.models.registry import build_model
 
         configure_torch_threads(slot)
         model = build_model(model_ref)
+        if fault is not None:
+            fault.hit("load")
         model.load(slot.torch_device)
     except BaseException as exc:
         channel.send(("load_failed", *describe_error(exc)))
         return
     channel.send(("ready", os.getpid(), time.monotonic() - started))
-    _serve(conn, channel, model)
+    threading.Thread(target=_heartbeat, args=(channel, parent_pid), daemon=True).start()
+    _serve(conn, channel, model, fault)
 
 
-def _serve(conn: Connection, channel: _Channel, model: Any) -> None:
+def _serve(conn: Connection, channel: _Channel, model: Any, fault: Any = None) -> None:
     from vidshard.engine.segment import run_seam, run_segment
     from vidshard.engine.units import SegmentUnit
 
@@ -96,9 +127,16 @@ def _serve(conn: Connection, channel: _Channel, model: Any) -> None:
             return
         unit = message[1]
         report = channel.progress_fn(unit.unit_id)
+        unit_id = unit.unit_id
+
+        def checkpoint(point: str, unit_id: str = unit_id) -> None:
+            if fault is not None:
+                fault.hit(point, unit_id)
+
         try:
+            checkpoint("start")
             if isinstance(unit, SegmentUnit):
-                result = run_segment(unit, model, report)
+                result = run_segment(unit, model, report, checkpoint)
             else:
                 result = run_seam(unit, report)
             report.flush()

@@ -132,6 +132,12 @@ def plan_segments(
         if b - bounds[-1] >= min_frames and total - b >= min_frames:
             bounds.append(b)
     bounds.append(total)
+    return segments_from_bounds(bounds, overlap_frames)
+
+
+def segments_from_bounds(bounds: list[int], overlap_frames: int) -> list[Segment]:
+    """Segments between consecutive boundaries (``[0, b1, ..., total]``)."""
+    total = bounds[-1]
     n = len(bounds) - 1
     k = overlap_frames if n > 1 else 0
     return [

@@ -160,6 +160,10 @@ class TileRunner:
     out-of-memory error halves ``tile_batch``, then ``tile`` (down to ``min_tile``), and
     the same tiles run again; ``on_oom`` (e.g. emptying the CUDA cache) runs before the
     retry. At the floor, or without ``adapt``, the error propagates.
+
+    ``grow`` proposes a tile batch from the memory free now; it is asked every
+    ``recheck_every`` successful calls, and the batch rises to its proposal, but never
+    back to a size that has run out of memory (seed 003's adaptive batch).
     """
 
     def __init__(
@@ -172,6 +176,8 @@ class TileRunner:
         tile_batch: int,
         adapt: bool = True,
         on_oom: Callable[[], None] | None = None,
+        grow: Callable[[int], int] | None = None,
+        recheck_every: int = 5,
     ) -> None:
         if tile is not None and tile <= 0:
             tile = None
@@ -182,7 +188,10 @@ class TileRunner:
         self.fn, self.scale, self.overlap = fn, scale, overlap
         self.tile, self.tile_batch = tile, tile_batch
         self.adapt, self.on_oom = adapt, on_oom
+        self.grow, self.recheck_every = grow, max(1, recheck_every)
         self.min_tile = max(MIN_TILE, 2 * overlap + 1)
+        self._oom_batch: int | None = None  # the smallest tile batch that ran out of memory
+        self._since_check = 0
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         if image.ndim != 4:
@@ -209,7 +218,22 @@ class TileRunner:
                 pending.extendleft(reversed(chunk))  # same tiles again, smaller
                 continue
             blender.add(chunk, outputs)
+            self._maybe_grow()
         return blender.result()
+
+    def _maybe_grow(self) -> None:
+        if self.grow is None:
+            return
+        self._since_check += 1
+        if self._since_check < self.recheck_every:
+            return
+        self._since_check = 0
+        proposal = self.grow(self.tile_batch)
+        if self._oom_batch is not None:
+            proposal = min(proposal, self._oom_batch - 1)
+        if proposal > self.tile_batch:
+            logger.info("memory allows: tile batch %d -> %d", self.tile_batch, proposal)
+            self.tile_batch = proposal
 
     def _try(
         self, image: torch.Tensor, chunk: list[_Tile], tile_hw: tuple[int, int]
@@ -232,7 +256,9 @@ class TileRunner:
     def _shrink(self, tried: int, current: int) -> bool:
         """Halve the batch (below the ``tried`` tiles that failed), else the tile."""
         if min(self.tile_batch, tried) > 1:
-            smaller_batch = min(self.tile_batch, tried) // 2
+            failed = min(self.tile_batch, tried)
+            self._oom_batch = failed if self._oom_batch is None else min(self._oom_batch, failed)
+            smaller_batch = failed // 2
             logger.warning("out of memory: tile batch %d -> %d", tried, smaller_batch)
             self.tile_batch = smaller_batch
             return True

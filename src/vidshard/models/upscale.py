@@ -16,7 +16,7 @@ from PIL import Image
 from vidshard.errors import ModelError
 from vidshard.models.base import PRECISIONS, ModelSpec
 from vidshard.models.options import DEFAULT_OPTIONS, ModelOptions
-from vidshard.models.tiling import TileRunner, free_memory_bytes, plan_tiles
+from vidshard.models.tiling import TilePlan, TileRunner, free_memory_bytes, plan_tiles
 from vidshard.models.weights import load_descriptor
 
 logger = logging.getLogger(__name__)
@@ -120,16 +120,20 @@ class SpandrelUpscaler:
         runner = self._runners.get(frame_hw)
         if runner is None:
             opts = self.options
-            plan = plan_tiles(
-                opts.tile,
-                frame_hw,
-                self.spec.scale,
-                opts.tile_overlap,
-                free_bytes=free_memory_bytes(str(self._device)),
-                element_bytes=torch.finfo(self._dtype).bits // 8,
-                tileable=self.spec.tileable,
-                max_batch=opts.batch_size,
-            )
+
+            def plan_now() -> TilePlan:
+                return plan_tiles(
+                    opts.tile,
+                    frame_hw,
+                    self.spec.scale,
+                    opts.tile_overlap,
+                    free_bytes=free_memory_bytes(str(self._device)),
+                    element_bytes=torch.finfo(self._dtype).bits // 8,
+                    tileable=self.spec.tileable,
+                    max_batch=opts.batch_size,
+                )
+
+            plan = plan_now()
             runner = TileRunner(
                 self._descriptor,
                 self.spec.scale,
@@ -138,6 +142,8 @@ class SpandrelUpscaler:
                 tile_batch=plan.tile_batch,
                 adapt=not opts.tiling_off,
                 on_oom=self._empty_cache,
+                # Free memory is re-read every few batches, as it changes (seed 003).
+                grow=lambda _current: plan_now().tile_batch,
             )
             logger.debug("frames %s: tile %s, %d per call", frame_hw, plan.tile, plan.tile_batch)
             self._runners[frame_hw] = runner

@@ -27,6 +27,7 @@ import pytest
 from clips import ClipSpec, write_clip
 from vidshard.devices import Device, DeviceSlot
 from vidshard.engine.events import (
+    DeviceQuarantined,
     Event,
     UnitFinished,
     UnitProgress,
@@ -37,7 +38,7 @@ from vidshard.engine.events import (
 from vidshard.engine.units import SegmentUnit, UnitResult
 from vidshard.errors import InputError, MediaError, ModelError, WorkerError
 from vidshard.executors.base import WorkerLost
-from vidshard.executors.local import LocalExecutor, rebuild_error
+from vidshard.executors.local import LocalExecutor, Supervision, rebuild_error
 from vidshard.media import EncodeSettings, probe
 from vidshard.media.plan import Segment
 from vidshard.models.registry import ModelRef, resolve_model
@@ -298,10 +299,18 @@ def test_start_reports_each_worker(shared: tuple[LocalExecutor, Events]) -> None
     assert all(psutil.pid_exists(pid) for pid in pids.values())
     assert all(e.load_seconds >= 0 for e in events.of(WorkerUp))
     # the slot whose load failed is reported down, with the model's own message ...
-    (down,) = events.of(WorkerDown)
+    down = events.of(WorkerDown)[0]
     assert down.slot_label == "cuda:3#2"
     assert "probe runs on cpu only, got cuda:0" in down.reason
-    # ... and the others keep working
+    # ... is restarted with backoff, fails again, and its device is quarantined ...
+    quarantined = events.wait_for(lambda e: isinstance(e, DeviceQuarantined), timeout_s=30)
+    assert quarantined.device_label == "cuda:3"
+    assert "3 failures in a row" in quarantined.reason
+    assert [e.slot_label for e in events.of(WorkerDown)] == ["cuda:3#2"] * 3
+    # ... while the others keep working
+    deadline = time.monotonic() + 5
+    while executor.live_slots() != ["cpu#0", "cpu#1"] and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert executor.live_slots() == ["cpu#0", "cpu#1"]
 
 
@@ -465,18 +474,16 @@ def test_start_raises_when_every_slot_fails(
 
 
 @pytest.mark.timeout(60)
-def test_dead_workers_fail_their_units_and_others_carry_on(kit: Kit) -> None:
+def test_dead_worker_fails_its_unit_and_is_restarted(kit: Kit) -> None:
     events = Events()
-    executor = LocalExecutor()
+    executor = LocalExecutor(Supervision(restart_backoff_s=0.05))
     executor.start([cpu(0), cpu(1)], kit.model(), events)
     pids = events.pids()
     try:
-        # 1. one worker is killed mid-unit: its unit fails at once, the other slot takes the rest
         units = [kit.unit(SLOW) for _ in range(4)]
         lost, *others = [executor.submit(u) for u in units]
         # one shared FIFO queue: the first unit submitted is the first one started
         victim = events.started(units[0].unit_id).slot_label
-        survivor = next(label for label in pids if label != victim)
         killed_at = time.monotonic()
         os.kill(pids[victim], signal.SIGKILL)
         exc = lost.exception(timeout=10)
@@ -487,20 +494,37 @@ def test_dead_workers_fail_their_units_and_others_carry_on(kit: Kit) -> None:
         down = events.wait_for(lambda e: isinstance(e, WorkerDown))
         assert isinstance(down, WorkerDown)
         assert down.slot_label == victim
-        assert [f.result(timeout=30).slot_label for f in others] == [survivor] * 3
-        assert executor.live_slots() == [survivor]
+        assert all(f.result(timeout=30).frames == FRAMES for f in others)
+        # the victim's slot came back in a new process and serves again
+        ups = [e for e in events.of(WorkerUp) if e.slot_label == victim]
+        assert len(ups) == 2 and ups[1].pid != pids[victim]
+        assert executor.live_slots() == ["cpu#0", "cpu#1"]
+        assert executor.submit(kit.unit()).result(timeout=30).frames == FRAMES
+    finally:
+        executor.shutdown()
+    assert_workers_gone(set(pids.values()))
 
-        # 2. the last worker dies (the model exits): its unit is lost, the queued ones fail
-        exiting = executor.submit(kit.unit(EXITS))
-        queued = [executor.submit(kit.unit(SLOW)) for _ in range(2)]
-        exc = exiting.exception(timeout=10)
-        assert isinstance(exc, WorkerLost)
-        assert "exit code 7" in str(exc)
-        for future in queued:
+
+@pytest.mark.timeout(60)
+def test_device_failing_in_a_row_is_quarantined_and_the_job_told(kit: Kit) -> None:
+    events = Events()
+    executor = LocalExecutor(Supervision(max_consecutive_failures=2, restart_backoff_s=0.05))
+    executor.start([cpu(0), cpu(1)], kit.model(), events)
+    pids = events.pids()
+    try:
+        # every unit makes its worker exit: two failures in a row quarantine the device
+        exiting = [executor.submit(kit.unit(EXITS)) for _ in range(2)]
+        for future in exiting:
             exc = future.exception(timeout=10)
-            assert type(exc) is WorkerError
-            assert "every worker has died" in str(exc)
+            assert isinstance(exc, WorkerLost)
+            assert "exit code 7" in str(exc)
+        quarantined = events.wait_for(lambda e: isinstance(e, DeviceQuarantined))
+        assert quarantined.device_label == "cpu"
+        deadline = time.monotonic() + 10
+        while executor.live_slots() and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert executor.live_slots() == []
+        assert executor.quarantined() == ["cpu"]
         with pytest.raises(WorkerError, match="no worker is alive"):
             executor.submit(kit.unit()).result(timeout=5)
     finally:
@@ -511,20 +535,20 @@ def test_dead_workers_fail_their_units_and_others_carry_on(kit: Kit) -> None:
 @pytest.mark.timeout(60)
 def test_worker_dead_while_idle_fails_the_next_unit(kit: Kit) -> None:
     events = Events()
-    executor = LocalExecutor()
+    executor = LocalExecutor(Supervision(restart_backoff_s=0.05))
     executor.start([cpu(0)], kit.model(), events)
     pid = events.pids()["cpu#0"]
     try:
         os.kill(pid, signal.SIGKILL)
         _wait_exited(pid)
-        # the slot thread finds out when it sends the unit: lost (retryable), not a hang
+        # the slot thread finds out when it hands over the unit: lost (retryable), not a hang
         exc = executor.submit(kit.unit()).exception(timeout=10)
         assert isinstance(exc, WorkerLost)
-        assert "worker cpu#0 was gone when" in str(exc)
+        assert "worker cpu#0" in str(exc)
         assert "exit code -9" in str(exc)
-        _wait_until(lambda: executor.live_slots() == [])
-        with pytest.raises(WorkerError, match="no worker is alive"):
-            executor.submit(kit.unit()).result(timeout=5)
+        # the slot restarts and the next unit runs
+        assert executor.submit(kit.unit()).result(timeout=30).frames == FRAMES
+        assert executor.live_slots() == ["cpu#0"]
     finally:
         executor.shutdown()
     assert_workers_gone({pid})

@@ -241,7 +241,12 @@ def fake_segment(unit_id: str) -> SegmentUnit:
 def test_serve_runs_units_until_stop(
     monkeypatch: pytest.MonkeyPatch, units: list[Any], expected: list[tuple[Any, ...]]
 ) -> None:
-    def run_segment(unit: SegmentUnit, model: object, progress: Callable[[int], None]) -> Any:
+    def run_segment(
+        unit: SegmentUnit,
+        model: object,
+        progress: Callable[[int], None],
+        checkpoint: Callable[[str], None] | None = None,
+    ) -> Any:
         if unit.unit_id.endswith("bad"):
             raise ValueError("boom")
         progress(5)  # within the batching interval: only the flush sends it

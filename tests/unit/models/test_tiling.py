@@ -188,6 +188,35 @@ def test_out_of_memory_halves_batch_then_tile_and_drops_nothing(
     assert len(emptied) == sum(1 for s in fake.calls if s[0] * s[2] * s[3] > limit_px)
 
 
+@pytest.mark.parametrize(
+    ("limit_px", "proposal", "expected_batch"),
+    [
+        # memory freed up: the batch rises to what the free memory allows
+        (10**9, 8, 8),
+        # a proposal at or above a size that ran out of memory stops just below it
+        (10_000, 8, 3),
+        # a smaller proposal never shrinks the batch (only an OOM does)
+        (10**9, 1, 2),
+    ],
+)
+def test_batch_grows_again_when_memory_allows(
+    limit_px: int, proposal: int, expected_batch: int
+) -> None:
+    fake = OomAbove(limit_px)
+    asked: list[int] = []
+
+    def grow(current: int) -> int:
+        asked.append(current)
+        return proposal
+
+    start = 4 if limit_px < 10**9 else 2  # with the OOM limit: 4 fails, falls to 2
+    runner = TileRunner(fake, 2, tile=None, overlap=8, tile_batch=start, grow=grow, recheck_every=2)
+    x = image(24, 48, 64)
+    assert torch.equal(runner(x), nearest(2)(x))  # no frame dropped either way
+    assert asked  # re-checked every few batches
+    assert runner.tile_batch == expected_batch
+
+
 def test_what_the_runner_learns_sticks_for_the_next_frames() -> None:
     fake = OomAbove(1500)
     runner = TileRunner(fake, 2, tile=None, overlap=8, tile_batch=4)
