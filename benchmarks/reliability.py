@@ -1,8 +1,9 @@
 """Reliability: runs that each kill a random worker at a random moment.
 
 Every run upscales the same clip with a deterministic model and lossless encoding while
-a thread SIGKILLs one random worker process at a random time within the clean run's
-duration. A run counts as completed when it returns normally, and as identical when
+a thread SIGKILLs one random worker process at a random moment: in one run in five while
+the workers start and load the model, otherwise once a random fraction (0-95 %) of the
+frames is done. A run counts as completed when it returns normally, and as identical when
 its decoded frames equal the clean reference run's frame for frame. Goal: 20/20 and
 20/20.
 
@@ -79,11 +80,11 @@ def worker_pids() -> list[int]:
     ]
 
 
-def kill_later(delay_s: float, rng: random.Random, killed: list[int]) -> None:
+def kill_when(go: threading.Event, rng: random.Random, killed: list[int]) -> None:
     import os
     import signal
 
-    time.sleep(delay_s)
+    go.wait()
     pids = worker_pids()
     if pids:
         victim = rng.choice(pids)
@@ -124,28 +125,43 @@ def main() -> None:
         completed = identical = kills = 0
         rows = []
         for n in range(runs):
-            delay_s = rng.uniform(0.5, clean.seconds * 0.9)
+            during_start = rng.random() < 0.2
+            target = rng.uniform(0.0, 0.95)
+            go = threading.Event()
             killed: list[int] = []
-            killer = threading.Thread(target=kill_later, args=(delay_s, rng, killed), daemon=True)
+            killer = threading.Thread(target=kill_when, args=(go, rng, killed), daemon=True)
+
+            def on_phase(name: str, go: threading.Event = go, early: bool = during_start) -> None:
+                if early and name.startswith("starting"):
+                    threading.Timer(rng.uniform(0.1, 1.0), go.set).start()
+
+            def on_progress(snap, go: threading.Event = go, target: float = target) -> None:
+                if snap.fraction >= target:
+                    go.set()
+
             output = folder / f"run{n}.mp4"
             started = time.monotonic()
             killer.start()
             try:
-                vidshard.upscale(source, output, **options)
+                vidshard.upscale(
+                    source, output, on_phase=on_phase, on_progress=on_progress, **options
+                )
                 ok = True
             except Exception as exc:
                 print(f"run {n}: failed: {exc}")
                 ok = False
+            go.set()
             killer.join()
             same = ok and frame_digest(output) == reference
             completed += ok
             identical += same
             kills += bool(killed)
             seconds = time.monotonic() - started
+            moment = "start-up" if during_start else f"{target:.0%} done"
             rows.append(
                 {
                     "run": n,
-                    "kill_at_s": round(delay_s, 2),
+                    "kill_at": moment,
                     "killed": bool(killed),
                     "completed": ok,
                     "identical": same,
@@ -153,7 +169,7 @@ def main() -> None:
                 }
             )
             print(
-                f"run {n:2d}: kill at {delay_s:5.2f} s -> {'ok' if ok else 'FAILED'}, "
+                f"run {n:2d}: kill at {moment:>9} -> {'ok' if ok else 'FAILED'}, "
                 f"{'identical' if same else 'DIFFERENT'}, {seconds:.1f} s"
             )
             output.unlink(missing_ok=True)
