@@ -6,6 +6,7 @@ import fcntl
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -398,6 +399,7 @@ def _run(
     def on_retry(unit: WorkUnit, _exc: BaseException) -> None:
         tracker.restart_unit(unit.unit_id)
 
+    stopping: threading.Thread | None = None
     if pending:
         executor = create_executor(options.executor)
         try:
@@ -409,14 +411,26 @@ def _run(
                 executor, pending, depends_on=depends_on, on_result=on_result, on_retry=on_retry
             )
             phase("joining")  # workers still up: the moment "just before the join"
+            # The workers exit while the join runs: it needs nothing from them.
+            stopping = threading.Thread(target=executor.shutdown, name="stop-workers")
+            stopping.start()
         finally:
-            executor.shutdown()
+            if stopping is None:
+                executor.shutdown()
     else:
         phase("joining")
     out_wh = (info.video.width * model.spec.scale, info.video.height * model.spec.scale)
-    join_segments(
-        merger.ordered(), info, output_path, expected_pts=info.video.pts, expected_size_wh=out_wh
-    )
+    try:
+        join_segments(
+            merger.ordered(),
+            info,
+            output_path,
+            expected_pts=info.video.pts,
+            expected_size_wh=out_wh,
+        )
+    finally:
+        if stopping is not None:
+            stopping.join()
     snapshot = tracker.snapshot()
     if on_progress is not None:
         on_progress(snapshot)

@@ -211,14 +211,12 @@ class _SlotWorker:
         self.sink(WorkerDown(self.slot.label, reason))
         return False
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Ask an idle worker to exit; it does once it has read the message."""
         conn = self.conn  # the slot thread may kill (and clear) it meanwhile
         if conn is not None:
             with contextlib.suppress(OSError):
                 conn.send(("stop",))
-        if self.process is not None:
-            self.process.join(STOP_TIMEOUT_S)
-        self.kill()
 
     def kill(self) -> None:
         # Both the slot thread (its worker died) and shutdown may get here at once.
@@ -411,11 +409,12 @@ class LocalExecutor(Executor):
                 worker.kill()
         for thread in self._threads:
             thread.join(timeout=0.5)
+        for worker in self._workers:  # all at once: workers exit in parallel
+            worker.request_stop()
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for worker in self._workers:
-            worker.stop()
-            if time.monotonic() > deadline:
-                break
+            if worker.process is not None:
+                worker.process.join(max(0.0, deadline - time.monotonic()))
         for worker in self._workers:
             worker.kill()
         with self._lock:

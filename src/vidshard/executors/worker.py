@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -101,11 +102,12 @@ def worker_main(slot: DeviceSlot, conn: Connection) -> None:
         from vidshard.devices.visibility import configure_torch_threads
         from vidshard.models.registry import build_model
 
-        configure_torch_threads(slot)
         model = build_model(model_ref)
         if fault is not None:
             fault.hit("load")
         model.load(slot.torch_device)
+        if "torch" in sys.modules:  # only models that use torch pay for importing it
+            configure_torch_threads(slot)
     except BaseException as exc:
         channel.send(("load_failed", *describe_error(exc)))
         return

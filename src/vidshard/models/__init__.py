@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 # Names that need torch, imported on first use.
 _LAZY = {
-    "IdentityModel": "vidshard.models.upscale",
-    "ResampleUpscaler": "vidshard.models.upscale",
+    "IdentityModel": "vidshard.models.classical",
+    "ResampleUpscaler": "vidshard.models.classical",
     "SpandrelUpscaler": "vidshard.models.upscale",
     "TilePlan": "vidshard.models.tiling",
     "TileRunner": "vidshard.models.tiling",

@@ -150,7 +150,7 @@ def _resample_spec(method: str, scale: int | None, options: ModelOptions) -> Mod
 
 
 def _create_resample(method: str, spec: ModelSpec, options: ModelOptions) -> Model:
-    from vidshard.models.upscale import ResampleUpscaler
+    from vidshard.models.classical import ResampleUpscaler
 
     return ResampleUpscaler(method, spec.scale)
 
@@ -162,7 +162,7 @@ def _identity_spec(scale: int | None, options: ModelOptions) -> ModelSpec:
 
 
 def _create_identity(spec: ModelSpec, options: ModelOptions) -> Model:
-    from vidshard.models.upscale import IdentityModel
+    from vidshard.models.classical import IdentityModel
 
     return IdentityModel()
 

@@ -632,8 +632,20 @@ def test_torch_is_imported_after_visibility(
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # what the coordinator sees
     events = Events()
     executor = LocalExecutor()
-    # a CPU slot with a thread share: the worker imports torch to set its threads
-    executor.start([cpu(0, cpu_threads=1)], resolve_model("identity"), events)
+    # a model that imports torch in load; the CPU slot's thread share is then applied
+    model_file = tmp_path / "torch_identity.py"
+    model_file.write_text(
+        "from vidshard.models import ModelSpec\n"
+        "class TorchIdentity:\n"
+        "    def __init__(self):\n"
+        "        self.spec = ModelSpec(name='torch-identity', scale=1)\n"
+        "    def load(self, device):\n"
+        "        import torch\n"
+        "        self.threads = torch.get_num_threads()\n"
+        "    def run(self, batch):\n"
+        "        return batch\n"
+    )
+    executor.start([cpu(0, cpu_threads=1)], resolve_model(f"{model_file}:TorchIdentity"), events)
     pid = events.pids()["cpu#0"]
     try:
         unit = kit.unit(NORMAL)
@@ -645,6 +657,27 @@ def test_torch_is_imported_after_visibility(
     watched = json.loads((tmp_path / f"{pid}.torch.json").read_text())
     assert watched == {"CUDA_VISIBLE_DEVICES": ""}  # set before torch was first imported
     assert_workers_gone({pid})
+
+
+@pytest.mark.timeout(90)
+def test_models_without_torch_do_not_import_it(
+    kit: Kit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(TORCH_WATCH))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    )
+    monkeypatch.setenv("VIDSHARD_TEST_TORCH_WATCH", str(tmp_path))
+    events = Events()
+    executor = LocalExecutor()
+    executor.start([cpu(0, cpu_threads=1)], resolve_model("identity"), events)
+    pid = events.pids()["cpu#0"]
+    try:
+        assert executor.submit(kit.unit(NORMAL)).result(timeout=60).frames == FRAMES
+    finally:
+        executor.shutdown()
+    # identity and the resamplers spare each worker torch's ~2 s and ~300 MiB
+    assert not (tmp_path / f"{pid}.torch.json").exists()
 
 
 # --- rebuilding a worker's error ---------------------------------------------------

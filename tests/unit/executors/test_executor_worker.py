@@ -158,18 +158,30 @@ def run_worker_main(
 REF = ModelRef("class", "/models/m.py:M", ModelSpec(name="m"))
 
 
+@pytest.mark.parametrize(
+    "model_uses_torch",
+    [
+        True,  # the model imported torch: its threads are set to the slot's share
+        False,  # it did not: torch is never imported for it
+    ],
+)
 def test_worker_sets_visibility_before_it_reads_the_model(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, model_uses_torch: bool
 ) -> None:
+    if model_uses_torch:
+        monkeypatch.setitem(sys.modules, "torch", sys.modules.get("torch", object()))
+    else:
+        monkeypatch.delitem(sys.modules, "torch", raising=False)
     conn = run_worker_main(monkeypatch, [("model", REF), ("stop",)])
     steps = [kind if kind != "send" else f"send {value[0]}" for kind, value in conn.log]
+    threads = ["configure_torch_threads"] if model_uses_torch else []
     assert steps == [
         "signal",  # Ctrl-C is the coordinator's to handle
         "apply_visibility",  # before anything can import a framework ...
         "recv",  # ... including unpickling the model recipe
-        "configure_torch_threads",
         "build_model",
         "load",
+        *threads,
         "send ready",
         "recv",  # stop
     ]
