@@ -619,16 +619,25 @@ def test_shutdown_cancels_queued_units_and_ends_workers(kit: Kit, width: int) ->
 # --- a registered model and torch, end to end --------------------------------------
 
 
-@pytest.mark.timeout(90)
-def test_torch_is_imported_after_visibility(
-    kit: Kit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # sitecustomize runs at every child's start: it watches for the first `import torch`
+@pytest.fixture
+def torch_watch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Children record their environment at their first ``import torch`` in this folder.
+
+    sitecustomize runs at every child's start: it watches for that import.
+    """
     (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(TORCH_WATCH))
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
     )
     monkeypatch.setenv("VIDSHARD_TEST_TORCH_WATCH", str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.timeout(90)
+def test_torch_is_imported_after_visibility(
+    kit: Kit, torch_watch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmp_path = torch_watch
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # what the coordinator sees
     events = Events()
     executor = LocalExecutor()
@@ -660,14 +669,8 @@ def test_torch_is_imported_after_visibility(
 
 
 @pytest.mark.timeout(90)
-def test_models_without_torch_do_not_import_it(
-    kit: Kit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(TORCH_WATCH))
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
-    )
-    monkeypatch.setenv("VIDSHARD_TEST_TORCH_WATCH", str(tmp_path))
+def test_models_without_torch_do_not_import_it(kit: Kit, torch_watch: Path) -> None:
+    tmp_path = torch_watch
     events = Events()
     executor = LocalExecutor()
     executor.start([cpu(0, cpu_threads=1)], resolve_model("identity"), events)
