@@ -292,10 +292,11 @@ def timed_upscale(source: Path, output: Path, **options: Any) -> dict[str, Any]:
     """Run ``vidshard.upscale`` and time its phases from its public callbacks.
 
     - ``startup_s``: "starting N worker(s)" -> "upscaling ..." (every worker ready);
-    - ``steady_s``: "upscaling ..." -> return, split into
-      ``work_s`` (-> the progress count reaches every frame: the last unit's frames are
-      encoded and reported), ``stop_s`` (-> the last worker process has exited, seen
-      with psutil) and ``join_s`` (-> return: the rest, mostly remux and verification).
+    - ``steady_s``: "upscaling ..." -> return, split into ``work_s`` (-> the progress
+      count reaches every frame: the last unit's frames are encoded and reported) and
+      ``tail_s`` (-> return: worker shut-down, remux and verification, which may overlap);
+    - ``workers_exit_s``: last frame -> the last worker process has exited (psutil), a
+      part of ``tail_s``.
     """
     import vidshard
 
@@ -326,7 +327,7 @@ def timed_upscale(source: Path, output: Path, **options: Any) -> dict[str, Any]:
     ended = time.monotonic()
     cpu = cpu_seconds() - cpu0
     done = marks.get("frames_done", marks["joining"])
-    gone = max(done, watch.gone_at if watch.gone_at is not None else marks["joining"])
+    gone = watch.gone_at if watch.gone_at is not None else ended
     return {
         "frames": result.frames,
         "segments": result.segments,
@@ -334,8 +335,8 @@ def timed_upscale(source: Path, output: Path, **options: Any) -> dict[str, Any]:
         "startup_s": marks["upscaling"] - marks.get("starting", started),
         "steady_s": ended - marks["upscaling"],
         "work_s": done - marks["upscaling"],
-        "stop_s": gone - done,
-        "join_s": ended - gone,
+        "tail_s": ended - done,
+        "workers_exit_s": max(0.0, min(gone, ended) - done),
         "cpu_s": cpu,
         "slot_frames": [s.frames for s in result.slots],
     }

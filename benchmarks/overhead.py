@@ -15,7 +15,7 @@ no verification. A second baseline ("plain, no RGB") encodes the decoded yuv420p
 directly (an ``ffmpeg -c:v libx264`` transcode) and is shown for information only:
 vidshard's model interface needs the RGB round trip, so it is not the goal's baseline.
 
-    python benchmarks/overhead.py            # car-detection.mp4 + a 60 s 640x360 clip, 3 reps
+    python benchmarks/overhead.py            # car-detection.mp4 + a 60 s 640x360 clip, 5 reps
     python benchmarks/overhead.py --quick    # car-detection.mp4 + a 10 s clip, 1 rep
 """
 
@@ -111,7 +111,7 @@ def vidshard_run(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small run, under a minute")
-    parser.add_argument("--repeats", type=int, default=None, help="repetitions (full 3, quick 1)")
+    parser.add_argument("--repeats", type=int, default=None, help="repetitions (full 5, quick 1)")
     parser.add_argument(
         "--seconds", type=float, default=None, help="generated clip length (full 60, quick 10)"
     )
@@ -122,7 +122,7 @@ def main() -> int:
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = parser.parse_args()
 
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (1 if args.quick else 5)
     seconds = args.seconds or (10.0 if args.quick else 60.0)
     slot_counts = [int(s) for s in args.slots.split(",")]
     enc = {"codec": args.codec, "crf": args.crf, "preset": args.preset}
@@ -158,7 +158,7 @@ def main() -> int:
                     if "startup_s" in run:
                         extra = (
                             f" (start-up {run['startup_s']:.1f}, work {run['work_s']:.1f}, "
-                            f"stop {run['stop_s']:.1f}, join {run['join_s']:.1f}; "
+                            f"tail {run['tail_s']:.1f}; "
                             f"{run['segments']} segments)"
                         )
                     print(
@@ -174,15 +174,22 @@ def main() -> int:
         for variant in variants:
             mine = [r for r in group if r["variant"] == variant]
             wall = statistics.median(r["wall_s"] for r in mine)
+            plain_by_rep = {r["rep"]: r["wall_s"] for r in group if r["variant"] == "plain"}
             row = {
                 "clip": clip.name,
                 "frames": next((r["frames"] for r in mine), None),
                 "variant": variant,
                 "wall_s": wall,
+                "min_s": min(r["wall_s"] for r in mine),
+                "max_s": max(r["wall_s"] for r in mine),
                 "cpu_s": statistics.median(r["cpu_s"] for r in mine),
                 "ratio": wall / plain,
+                # each run against the plain run of the same repetition (adjacent in time)
+                "paired_ratio": statistics.median(
+                    r["wall_s"] / plain_by_rep[r["rep"]] for r in mine
+                ),
             }
-            for key in ("startup_s", "work_s", "stop_s", "join_s"):
+            for key in ("startup_s", "work_s", "tail_s"):
                 if key in mine[0]:
                     row[key] = statistics.median(r[key] for r in mine)
             rows.append(row)
@@ -190,25 +197,41 @@ def main() -> int:
     print()
     print(
         f"vidshard (identity) vs plain PyAV decode -> RGB -> encode, {args.codec} "
-        f"crf {args.crf} preset {args.preset}; medians of {repeats}"
+        f"crf {args.crf} preset {args.preset}; medians of {repeats}\n"
+        "x plain = median wall / median plain wall (the goal's figure); "
+        "paired = median of each run / the plain run of its repetition"
     )
 
     def fmt(row: dict[str, Any], key: str) -> str:
         return f"{row[key]:.1f}" if key in row else ""
 
     _common.print_table(
-        ["clip", "frames", "run", "wall s", "x plain", "CPU s", "start-up s", "stop s", "join s"],
+        [
+            "clip",
+            "frames",
+            "run",
+            "wall s",
+            "min-max s",
+            "x plain",
+            "paired",
+            "CPU s",
+            "start-up s",
+            "work s",
+            "tail s",
+        ],
         [
             [
                 r["clip"],
                 r["frames"],
                 r["variant"],
                 f"{r['wall_s']:.2f}",
+                f"{r['min_s']:.1f}-{r['max_s']:.1f}",
                 f"{r['ratio']:.2f}",
+                f"{r['paired_ratio']:.2f}",
                 f"{r['cpu_s']:.1f}",
                 fmt(r, "startup_s"),
-                fmt(r, "stop_s"),
-                fmt(r, "join_s"),
+                fmt(r, "work_s"),
+                fmt(r, "tail_s"),
             ]
             for r in rows
         ],

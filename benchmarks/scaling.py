@@ -56,7 +56,15 @@ def summarise(runs: list[dict[str, Any]], per_frame_s: float) -> list[dict[str, 
     for n, group in sorted(by_slots.items()):
         med = {
             k: statistics.median(r[k] for r in group)
-            for k in ("wall_s", "startup_s", "steady_s", "work_s", "stop_s", "join_s", "cpu_s")
+            for k in (
+                "wall_s",
+                "startup_s",
+                "steady_s",
+                "work_s",
+                "tail_s",
+                "workers_exit_s",
+                "cpu_s",
+            )
         }
         frames = group[0]["frames"]
         rows.append(
@@ -128,8 +136,8 @@ def main() -> int:
                 print(
                     f"  [{rep + 1}/{args.repeats}] cpu:{n}: wall {run['wall_s']:.1f} s, "
                     f"start-up {run['startup_s']:.1f} s, steady {run['steady_s']:.1f} s "
-                    f"(work {run['work_s']:.1f} s, worker stop {run['stop_s']:.2f} s, "
-                    f"join {run['join_s']:.2f} s), CPU {run['cpu_s']:.1f} s, "
+                    f"(work {run['work_s']:.1f} s, tail {run['tail_s']:.2f} s of which workers "
+                    f"exiting {run['workers_exit_s']:.2f} s), CPU {run['cpu_s']:.1f} s, "
                     f"frames per slot {run['slot_frames']}",
                     flush=True,
                 )
@@ -171,18 +179,28 @@ def main() -> int:
     print()
     print(
         "Where the steady-state time goes: work = workers ready -> last frame encoded; "
-        "stop = -> the last worker process exited; join = the rest (remux + verify)"
+        "tail = -> return (worker shut-down, remux, verification; they may overlap); "
+        "workers exit = last frame -> last worker process gone"
     )
     _common.print_table(
-        ["slots", "work s", "work fps", "work eff.", "stop s", "join s", "CPU s", "CPU/wall"],
+        [
+            "slots",
+            "work s",
+            "work fps",
+            "work eff.",
+            "tail s",
+            "workers exit s",
+            "CPU s",
+            "CPU/wall",
+        ],
         [
             [
                 r["slots"],
                 f"{r['work_s']:.1f}",
                 f"{r['work_fps']:.1f}",
                 f"{r['work_efficiency']:.2f}",
-                f"{r['stop_s']:.2f}",
-                f"{r['join_s']:.2f}",
+                f"{r['tail_s']:.2f}",
+                f"{r['workers_exit_s']:.2f}",
                 f"{r['cpu_s']:.1f}",
                 f"{r['cpu_util']:.2f}",
             ]
