@@ -49,6 +49,12 @@ class WorkerError(VidshardError):
     exit_code = 1
 
 
+class Cancelled(VidshardError):
+    """The job was cancelled (by its user, or the service shutting down)."""
+
+    exit_code = 130
+
+
 # errno values that mean the disk or the file system refused a write: the output's
 # problem, not vidshard's.
 _WRITE_FAILURES: dict[int, str] = {

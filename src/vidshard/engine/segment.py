@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vidshard.errors import ModelError
+from vidshard.errors import Cancelled, ModelError
 from vidshard.media.reader import read_frames
 from vidshard.media.writer import SegmentWriter
 from vidshard.models.base import Model
@@ -113,16 +113,24 @@ def _no_checkpoint(_point: str) -> None:
     return None
 
 
+def _check_cancel(cancel: threading.Event | None, unit_id: str) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(f"{unit_id} was cancelled")
+
+
 def run_segment(
     unit: SegmentUnit,
     model: Model,
     progress: ProgressFn,
     checkpoint: CheckpointFn = _no_checkpoint,
+    cancel: threading.Event | None = None,
 ) -> UnitResult:
     """Process one segment unit; returns when its outputs are complete on disk.
 
     ``checkpoint`` is called with ``"mid"`` once half of the segment is encoded and
     with ``"encode"`` when the encoder has flushed, before the file is committed.
+    ``cancel``, once set, stops the unit before its next batch (raising
+    :class:`Cancelled`) and leaves no partial file.
     """
     started = time.monotonic()
     seg = unit.segment
@@ -173,7 +181,7 @@ def run_segment(
     for stage in stages:
         stage.start()
     try:
-        _infer_loop(decoded, inferred, model, unit.scale, batch_size, stop)
+        _infer_loop(decoded, inferred, model, unit.scale, batch_size, stop, cancel, unit.unit_id)
     except BaseException:
         stop.set()
         raise
@@ -209,8 +217,11 @@ def _infer_loop(
     scale: int,
     batch_size: int,
     stop: threading.Event,
+    cancel: threading.Event | None = None,
+    unit_id: str = "",
 ) -> None:
     for batch in _batches(decoded, batch_size, stop):
+        _check_cancel(cancel, unit_id)
         images = np.stack([f.image for f in batch])
         outputs = check_output(images, model.run(images), scale, model.spec.name)
         if not _put(inferred, ([f.index for f in batch], list(outputs)), stop):
@@ -228,8 +239,11 @@ def crossfade(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return blended
 
 
-def run_seam(unit: SeamUnit, progress: ProgressFn) -> UnitResult:
+def run_seam(
+    unit: SeamUnit, progress: ProgressFn, cancel: threading.Event | None = None
+) -> UnitResult:
     """Crossfade a seam's two halves and encode it as its own piece."""
+    _check_cancel(cancel, unit.unit_id)
     started = time.monotonic()
     left = np.load(unit.left_path)
     right = np.load(unit.right_path)

@@ -9,13 +9,14 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vidshard.devices import discover_devices, parse_device_spec
 from vidshard.devices.types import DeviceSlot
 from vidshard.errors import ConfigError, InputError, OutputError, WorkerError, write_failure
-from vidshard.executors.base import create_executor
+from vidshard.executors.base import Executor, create_executor
 from vidshard.media import (
     SEGMENT_SUFFIX,
     EncodeSettings,
@@ -193,7 +194,7 @@ def build_plan(
 
 
 def _prepare(
-    source: Path, output: Path, options: UpscaleOptions
+    source: Path, output: Path, options: UpscaleOptions, pooled: bool = False
 ) -> tuple[MediaInfo, ModelRef, list[DeviceSlot], EncodeSettings]:
     options.validate()
     check_paths(source, output)
@@ -210,6 +211,8 @@ def _prepare(
             batch_size=options.batch_size,
         ),
     )
+    if pooled:  # a shared pool's slots are already up
+        return info, model, [], settings
     devices = [status.device for status in discover_devices()]
     slots = parse_device_spec(
         options.devices, devices, workers_per_device=options.workers_per_device
@@ -323,24 +326,41 @@ def run_upscale(
     *,
     on_progress: ProgressFn | None = None,
     on_phase: PhaseFn | None = None,
+    executor: Callable[[ModelRef], Executor] | None = None,
 ) -> UpscaleResult:
     """Upscale ``source`` into ``output`` over the slots ``options.devices`` names.
 
     An interrupted or failed-by-infrastructure job keeps its finished segments in a
     hidden work dir beside the output; running the same job again resumes from them.
+    A job cancelled on purpose (:class:`Cancelled`) leaves nothing behind.
+
+    ``executor``, when given, makes the executor for the resolved model instead of
+    starting workers for ``options.devices``: the service passes a handle on its
+    shared pool (``LocalExecutor.job``).
     """
     started = time.monotonic()
     source_path, output_path = Path(source), Path(output)
     phase = on_phase or (lambda _name: None)
     phase("checking input")
-    info, model, slots, settings = _prepare(source_path, output_path, options)
+    info, model, slots, settings = _prepare(
+        source_path, output_path, options, pooled=executor is not None
+    )
     with _WorkDir(output_path) as work:
         keep = False
         try:
             result = _run(
-                info, output_path, options, model, slots, settings, work, phase, on_progress
+                info,
+                output_path,
+                options,
+                model,
+                slots,
+                settings,
+                work,
+                phase,
+                on_progress,
+                executor(model) if executor is not None else create_executor(options.executor),
             )
-        except (KeyboardInterrupt, WorkerError):
+        except (KeyboardInterrupt, WorkerError, CancelledError):
             keep = True  # finished segments stay for a resume
             raise
         except OSError as exc:  # the disk refused a write: full, quota, file size limit
@@ -364,8 +384,10 @@ def _run(
     work: _WorkDir,
     phase: PhaseFn,
     on_progress: ProgressFn | None,
+    executor: Executor,
 ) -> UpscaleResult:
-    manifest = _load_or_plan(work, info, model, options, settings, len(slots))
+    slot_count = len(slots) or len(executor.live_slots())
+    manifest = _load_or_plan(work, info, model, options, settings, slot_count)
     segments = segments_from_bounds(manifest.bounds, manifest.overlap_frames)
     batch_size = options.batch_size or DEFAULT_BATCH_SIZE
     plan = build_plan(info, segments, model, settings, work.path, batch_size)
@@ -401,9 +423,8 @@ def _run(
 
     stopping: threading.Thread | None = None
     if pending:
-        executor = create_executor(options.executor)
         try:
-            phase(f"starting {len(slots)} worker(s)")
+            phase(f"starting {slot_count} worker(s)")
             executor.start(slots, model, on_event)
             resumed = f", {len(finished)} resumed" if finished else ""
             phase(f"upscaling x{model.spec.scale} in {plan.segments} segment(s){resumed}")
@@ -418,6 +439,7 @@ def _run(
             if stopping is None:
                 executor.shutdown()
     else:
+        executor.shutdown()  # never started: nothing to stop, but a pool job is released
         phase("joining")
     out_wh = (info.video.width * model.spec.scale, info.video.height * model.spec.scale)
     try:

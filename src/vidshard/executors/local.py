@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing as mp
-import queue
 import statistics
 import threading
 import time
@@ -36,6 +35,7 @@ from vidshard.engine.units import UnitResult, WorkUnit
 from vidshard.models.registry import ModelRef
 
 from .base import EventSink, Executor, WorkerLost
+from .fair import FairQueue
 from .worker import worker_main
 
 logger = logging.getLogger(__name__)
@@ -74,21 +74,64 @@ def rebuild_error(type_name: str, message: str, trace: str, where: str) -> BaseE
 class _Task:
     unit: WorkUnit
     future: Future[UnitResult]
+    job: str = ""  # "" is the executor's own job (the CLI's one job)
+    model: ModelRef | None = None
+    sink: EventSink | None = None  # unit events go to the job that submitted the unit
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """One slot as the service shows it."""
+
+    label: str
+    device: str
+    state: str  # starting, idle, busy, loading, down, quarantined
+    model: str | None
+    job: str | None  # the job whose unit runs now
+    pid: int | None
+    units: int  # units finished since the pool started
+    frames: int
+    fps: float  # of the last finished units
+
+
+class _Rate:
+    """Frames per second over the last few units of one slot."""
+
+    def __init__(self) -> None:
+        self.units = 0
+        self.frames = 0
+        self._recent: list[tuple[int, float]] = []
+
+    def add(self, frames: int, seconds: float) -> None:
+        self.units += 1
+        self.frames += frames
+        self._recent = [*self._recent[-7:], (frames, seconds)]
+
+    @property
+    def fps(self) -> float:
+        seconds = sum(s for _, s in self._recent)
+        return sum(f for f, _ in self._recent) / seconds if seconds > 0 else 0.0
 
 
 class _SlotWorker:
     """The coordinator side of one worker process."""
 
-    def __init__(self, slot: DeviceSlot, model: ModelRef, sink: EventSink) -> None:
+    def __init__(self, slot: DeviceSlot, model: ModelRef | None, sink: EventSink) -> None:
         self.slot = slot
-        self.model = model
+        self.model = model  # None: an empty pool worker, loads the first job's model
         self.sink = sink
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
         self.load_error: BaseException | None = None
         self.busy = False  # running a unit: shutdown kills it rather than waiting
+        self.state = "starting"
+        self.current: _Task | None = None
+        self.cancelling = False  # its unit's job was cancelled: a kill is not a failure
+        self.pid: int | None = None
+        self.rate = _Rate()
         self.last_failure = ""
         self._kill_lock = threading.Lock()
+        self._send_lock = threading.Lock()
 
     def spawn(self) -> None:
         ctx = mp.get_context("spawn")
@@ -116,6 +159,8 @@ class _SlotWorker:
             except (EOFError, OSError):  # killed while loading: reset or closed pipe
                 message = None
         if message is not None and message[0] == "ready":
+            self.pid = message[1]
+            self.state = "idle"
             self.sink(WorkerUp(self.slot.label, pid=message[1], load_seconds=message[2]))
             return True
         if message is not None and message[0] == "load_failed":
@@ -133,6 +178,7 @@ class _SlotWorker:
                 f"(exit code {self.process.exitcode})"
             )
         self.kill()
+        self.state = "down"
         self.sink(WorkerDown(self.slot.label, str(self.load_error)))
         return False
 
@@ -144,11 +190,21 @@ class _SlotWorker:
         ``deadline_s`` is asked again on every poll: it tightens as other units finish
         and the expected time per frame becomes known.
         """
-        self.busy = True
+        self.busy, self.current, self.state = True, task, "busy"
         try:
             return self._run_unit(task, heartbeat_timeout_s, deadline_s)
         finally:
-            self.busy = False
+            self.busy, self.current = False, None
+            if self.state == "busy":
+                self.state = "idle"
+
+    def cancel(self, unit_id: str) -> None:
+        """Ask the worker to stop ``unit_id`` before its next batch."""
+        self.cancelling = True
+        conn = self.conn
+        if conn is not None:
+            with self._send_lock, contextlib.suppress(OSError):
+                conn.send(("cancel", unit_id))
 
     def _run_unit(
         self, task: _Task, heartbeat_timeout_s: float, deadline_s: Callable[[], float | None]
@@ -158,11 +214,13 @@ class _SlotWorker:
         assert conn is not None and process is not None
         label = self.slot.label
         unit_id = task.unit.unit_id
+        sink = task.sink or self.sink
         try:
-            conn.send(("unit", task.unit))
+            with self._send_lock:
+                conn.send(("unit", task.unit))
         except OSError:  # the worker died while idle
             return self._lost(task, f"worker {label} was gone when {unit_id} came")
-        self.sink(UnitStarted(unit_id, label))
+        sink(UnitStarted(unit_id, label))
         started = last_heard = time.monotonic()
         while True:
             try:
@@ -189,10 +247,11 @@ class _SlotWorker:
             last_heard = now
             kind = message[0]
             if kind == "progress":
-                self.sink(UnitProgress(unit_id, label, frames=message[2]))
+                sink(UnitProgress(unit_id, label, frames=message[2]))
             elif kind == "done":
                 result: UnitResult = replace(message[1], slot_label=label)
-                self.sink(UnitFinished(unit_id, label, result.frames, result.seconds))
+                self.rate.add(result.frames, result.seconds)
+                sink(UnitFinished(unit_id, label, result.frames, result.seconds))
                 task.future.set_result(result)
                 return True
             elif kind == "failed":
@@ -207,15 +266,20 @@ class _SlotWorker:
             self.process.join(EXIT_GRACE_S)  # reap it, for its exit code
             reason = f"{reason} (exit code {self.process.exitcode})"
         self.last_failure = reason
-        task.future.set_exception(WorkerLost(reason))
+        self.state = "down"
+        task.future.set_exception(
+            errors.Cancelled(reason) if self.cancelling else WorkerLost(reason)
+        )
         self.sink(WorkerDown(self.slot.label, reason))
+        if task.sink is not None and task.sink is not self.sink:
+            task.sink(WorkerDown(self.slot.label, reason))
         return False
 
     def request_stop(self) -> None:
         """Ask an idle worker to exit; it does once it has read the message."""
         conn = self.conn  # the slot thread may kill (and clear) it meanwhile
         if conn is not None:
-            with contextlib.suppress(OSError):
+            with self._send_lock, contextlib.suppress(OSError):
                 conn.send(("stop",))
 
     def kill(self) -> None:
@@ -230,23 +294,35 @@ class _SlotWorker:
 
 
 class LocalExecutor(Executor):
-    """Process per slot, spawn start method, model loaded once per worker."""
+    """Process per slot, spawn start method, model loaded once per worker.
+
+    Started with a model, it runs one job's units (the CLI). Started with ``model=None``
+    it is a pool that several jobs share through :meth:`job` handles: each unit carries
+    its job's model, and a worker holding another model is restarted with it.
+    """
 
     def __init__(self, supervision: Supervision | None = None) -> None:
         self.supervision = supervision or DEFAULT_SUPERVISION
-        self._queue: queue.Queue[_Task] = queue.Queue()
+        self._queue: FairQueue[_Task] = FairQueue()
         self._workers: list[_SlotWorker] = []
         self._threads: list[threading.Thread] = []
         self._live: set[str] = set()
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._model: ModelRef | None = None
         self._sink: EventSink = lambda _event: None
         self._failures: dict[str, int] = {}  # device label → failures in a row
         self._last_failure: dict[str, str] = {}
         self._quarantined: set[str] = set()
-        self._seconds_per_frame: list[float] = []
+        self._seconds_per_frame: dict[str, list[float]] = {}  # per job
+        self._closed_jobs: set[str] = set()
+        self.restarts = 0  # worker restarts after a failure
+        self.units_lost = 0  # units whose worker died or hung (each is retried)
 
-    def start(self, slots: Sequence[DeviceSlot], model: ModelRef, on_event: EventSink) -> None:
+    def start(
+        self, slots: Sequence[DeviceSlot], model: ModelRef | None, on_event: EventSink
+    ) -> None:
+        self._model = model
         self._sink = on_event
         self._workers = [_SlotWorker(slot, model, on_event) for slot in slots]
         for worker in self._workers:
@@ -270,6 +346,12 @@ class LocalExecutor(Executor):
             self._threads.append(thread)
 
     def submit(self, unit: WorkUnit) -> Future[UnitResult]:
+        return self.submit_for("", unit, self._model, self._sink)
+
+    def submit_for(
+        self, job: str, unit: WorkUnit, model: ModelRef | None, sink: EventSink
+    ) -> Future[UnitResult]:
+        """Queue a unit of ``job``, to run on a worker holding ``model``."""
         future: Future[UnitResult] = Future()
         # Checked and queued under the lock that the last death and shutdown drain the
         # queue under, so no unit is queued after the final drain (it would never end).
@@ -277,17 +359,92 @@ class LocalExecutor(Executor):
             refused: BaseException | None = None
             if self._closing.is_set():
                 refused = CancelledError()
+            elif job in self._closed_jobs:
+                refused = errors.Cancelled(f"job {job} was cancelled")
             elif not self._live:
                 refused = errors.WorkerError("no worker is alive")
             else:
-                self._queue.put(_Task(unit, future))
+                self._queue.put(_Task(unit, future, job, model, sink))
         if refused is not None:
             future.set_exception(refused)
         return future
 
+    def job(self, job_id: str, model: ModelRef, priority: int = 0) -> PoolJob:
+        """A handle that runs one job's units on this pool, sharing it fairly."""
+        with self._lock:
+            self._closed_jobs.discard(job_id)
+        self._queue.add_job(job_id, priority)
+        return PoolJob(self, job_id, model)
+
+    def cancel_job(self, job_id: str, wait_s: float = STOP_TIMEOUT_S) -> None:
+        """Fail the job's queued units, stop its running ones within a batch, and
+        return once none of its units holds a slot (killing a worker that does not
+        stop in ``wait_s``)."""
+        with self._lock:
+            self._closed_jobs.add(job_id)
+            queued = self._queue.remove_job(job_id)
+        _fail(queued, errors.Cancelled(f"job {job_id} was cancelled"))
+        told: set[tuple[str, str]] = set()
+        deadline = time.monotonic() + wait_s
+        while True:
+            holding = [w for w in self._workers if (t := w.current) is not None and t.job == job_id]
+            if not holding:
+                break
+            if time.monotonic() > deadline:
+                for worker in holding:
+                    logger.warning(
+                        "%s did not stop a cancelled unit: killing it", worker.slot.label
+                    )
+                    worker.cancelling = True
+                    worker.kill()
+                break
+            for worker in holding:  # units taken while this runs are told too
+                task = worker.current
+                if task is not None and (worker.slot.label, task.unit.unit_id) not in told:
+                    told.add((worker.slot.label, task.unit.unit_id))
+                    worker.cancel(task.unit.unit_id)
+            time.sleep(0.02)
+        with self._lock:
+            self._seconds_per_frame.pop(job_id, None)
+
+    def release_job(self, job_id: str) -> None:
+        """Forget a finished job (after :meth:`cancel_job`, once it has stopped)."""
+        with self._lock:
+            self._closed_jobs.discard(job_id)
+            self._seconds_per_frame.pop(job_id, None)
+        self._queue.remove_job(job_id)
+
     def live_slots(self) -> list[str]:
         with self._lock:
             return sorted(self._live)
+
+    def slot_states(self) -> list[SlotState]:
+        """Every slot: what it is doing, for whom, and how fast it has been."""
+        with self._lock:
+            quarantined = set(self._quarantined)
+        states = []
+        for worker in self._workers:
+            task = worker.current
+            state = worker.state
+            if worker.slot.device.label in quarantined and state != "busy":
+                state = "quarantined"
+            states.append(
+                SlotState(
+                    label=worker.slot.label,
+                    device=worker.slot.device.label,
+                    state=state,
+                    model=worker.model.name if worker.model is not None else None,
+                    job=(task.job or None) if task is not None else None,
+                    pid=worker.pid if state not in ("down", "quarantined") else None,
+                    units=worker.rate.units,
+                    frames=worker.rate.frames,
+                    fps=worker.rate.fps,
+                )
+            )
+        return states
+
+    def queued_units(self, job_id: str | None = None) -> int:
+        return self._queue.queued(job_id)
 
     def _slot_loop(self, worker: _SlotWorker, ready: bool) -> None:
         if not ready and not self._recover(worker):
@@ -298,22 +455,66 @@ class LocalExecutor(Executor):
             if device in self._quarantined:
                 self._slot_died(worker)
                 return
+            task = self._queue.get(worker.model, timeout=POLL_S)
+            if task is None:
+                continue
+            worker.cancelling = False
+            worker.current = task  # from now on a cancel of its job reaches this slot
             try:
-                task = self._queue.get(timeout=POLL_S)
-            except queue.Empty:
-                continue
-            if not task.future.set_running_or_notify_cancel():
-                continue
-            ok = worker.run_unit(
-                task, self.supervision.heartbeat_timeout_s, self._deadline_fn(task)
-            )
+                if not task.future.set_running_or_notify_cancel():
+                    continue
+                if task.model != worker.model and not self._switch_model(worker, task):
+                    if worker.process is None and not self._recover(worker):
+                        self._slot_died(worker)
+                        return
+                    continue
+                with self._lock:
+                    closed = task.job in self._closed_jobs
+                if closed:  # cancelled while this worker loaded the job's model
+                    task.future.set_exception(errors.Cancelled(f"job {task.job} was cancelled"))
+                    continue
+                ok = worker.run_unit(
+                    task, self.supervision.heartbeat_timeout_s, self._deadline_fn(task)
+                )
+            finally:
+                worker.current = None
+                self._queue.task_done(task.job)
+            cancelled, worker.cancelling = worker.cancelling, False
             if ok:
                 self._note_success(worker, task)
                 continue
-            self._note_failure(worker, worker.last_failure)
-            if not self._recover(worker):
+            if not cancelled:
+                with self._lock:
+                    self.units_lost += 1
+                self._note_failure(worker, worker.last_failure)
+            if not self._recover(worker, count=not cancelled):
                 self._slot_died(worker)
                 return
+
+    def _switch_model(self, worker: _SlotWorker, task: _Task) -> bool:
+        """Restart ``worker`` with the task's model; False (task failed) if it cannot load.
+
+        A model that cannot load (a user error) fails its job, and the slot goes back to
+        an empty worker. A worker that crashes or times out loading is a device failure:
+        the unit is retried and the slot recovers like any dead worker.
+        """
+        worker.kill()
+        worker.model = task.model
+        worker.state = "loading"
+        worker.spawn()
+        if worker.await_ready(self.supervision.load_timeout_s):
+            return True
+        error = worker.load_error or errors.WorkerError("model load failed")
+        if isinstance(error, errors.WorkerError):
+            task.future.set_exception(WorkerLost(str(error)))
+            self._note_failure(worker, str(error))
+            return False  # worker.process is None: the caller recovers the slot
+        task.future.set_exception(error)
+        worker.model = None
+        worker.spawn()
+        if not worker.await_ready(self.supervision.load_timeout_s):
+            self._note_failure(worker, str(worker.load_error))
+        return False
 
     def _deadline_fn(self, task: _Task) -> Callable[[], float | None]:
         """A unit's deadline: ``deadline_factor`` x its expected time, once one is known."""
@@ -321,9 +522,10 @@ class LocalExecutor(Executor):
 
         def deadline_s() -> float | None:
             with self._lock:
-                if not self._seconds_per_frame:
+                timings = self._seconds_per_frame.get(task.job)
+                if not timings:
                     return None
-                expected_s = frames * statistics.median(self._seconds_per_frame[-32:])
+                expected_s = frames * statistics.median(timings[-32:])
             return max(
                 self.supervision.min_deadline_s, self.supervision.deadline_factor * expected_s
             )
@@ -336,7 +538,8 @@ class LocalExecutor(Executor):
             if not task.future.cancelled() and task.future.exception() is None:
                 result = task.future.result()
                 if result.frames > 0:
-                    self._seconds_per_frame.append(result.seconds / result.frames)
+                    timings = self._seconds_per_frame.setdefault(task.job, [])
+                    timings.append(result.seconds / result.frames)
 
     def _note_failure(self, worker: _SlotWorker, reason: str) -> int:
         """Count a failure of the slot's device; quarantine it at the limit."""
@@ -358,18 +561,26 @@ class LocalExecutor(Executor):
             self._sink(DeviceQuarantined(device, message))
         return count
 
-    def _recover(self, worker: _SlotWorker) -> bool:
-        """Restart a dead worker, backing off; False once its device is quarantined."""
+    def _recover(self, worker: _SlotWorker, count: bool = True) -> bool:
+        """Restart a dead worker, backing off; False once its device is quarantined.
+
+        ``count=False``: the worker was killed on purpose (its unit was cancelled), so
+        it comes back at once and the restart is no failure of its device.
+        """
         sup = self.supervision
-        failures = self._failures.get(worker.slot.device.label, 1)
+        failures = self._failures.get(worker.slot.device.label, 1) if count else 0
         while not self._closing.is_set():
             if worker.slot.device.label in self._quarantined:
                 return False
             delay_s = min(sup.max_backoff_s, sup.restart_backoff_s * 2 ** (failures - 1))
-            if self._closing.wait(delay_s):
+            if failures and self._closing.wait(delay_s):
                 return False
             worker.kill()
+            worker.state = "starting"
             worker.spawn()
+            if count:
+                with self._lock:
+                    self.restarts += 1
             if worker.await_ready(sup.load_timeout_s):
                 return True
             failures = self._note_failure(worker, str(worker.load_error))
@@ -381,28 +592,20 @@ class LocalExecutor(Executor):
 
     def _slot_died(self, worker: _SlotWorker) -> None:
         worker.kill()
+        worker.state = "down"
         with self._lock:
             self._live.discard(worker.slot.label)
-            orphans = self._drain() if not self._live else []
+            orphans = self._queue.drain() if not self._live else []
             reasons = "; ".join(
                 f"{device} quarantined after {self._last_failure.get(device, '?')}"
                 for device in sorted(self._quarantined)
             )
         _fail(orphans, errors.WorkerError(f"no worker is left: {reasons or 'every worker died'}"))
 
-    def _drain(self) -> list[_Task]:
-        """Take every queued task (call with the lock held)."""
-        tasks = []
-        while True:
-            try:
-                tasks.append(self._queue.get_nowait())
-            except queue.Empty:
-                return tasks
-
     def shutdown(self) -> None:
         with self._lock:
             self._closing.set()
-            queued = self._drain()
+            queued = self._queue.drain()
         _fail(queued, CancelledError())
         for worker in self._workers:
             if worker.busy:  # its unit's result is no longer wanted: stop at once
@@ -417,8 +620,37 @@ class LocalExecutor(Executor):
                 worker.process.join(max(0.0, deadline - time.monotonic()))
         for worker in self._workers:
             worker.kill()
+            worker.state = "down"
         with self._lock:
             self._live.clear()
+
+
+class PoolJob(Executor):
+    """One job's view of a shared :class:`LocalExecutor`: ``start`` takes the job's
+    model and event sink (the pool's slots are already up), ``shutdown`` cancels what
+    is left of the job and frees its slots; the pool stays up."""
+
+    def __init__(self, pool: LocalExecutor, job_id: str, model: ModelRef) -> None:
+        self.pool = pool
+        self.job_id = job_id
+        self.model = model
+        self._sink: EventSink = lambda _event: None
+
+    def start(
+        self, slots: Sequence[DeviceSlot], model: ModelRef | None, on_event: EventSink
+    ) -> None:
+        if model is not None:
+            self.model = model
+        self._sink = on_event
+
+    def submit(self, unit: WorkUnit) -> Future[UnitResult]:
+        return self.pool.submit_for(self.job_id, unit, self.model, self._sink)
+
+    def live_slots(self) -> list[str]:
+        return self.pool.live_slots()
+
+    def shutdown(self) -> None:
+        self.pool.cancel_job(self.job_id)
 
 
 def _fail(tasks: list[_Task], exc: BaseException) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import sys
 import threading
@@ -80,6 +81,48 @@ def _heartbeat(channel: _Channel, parent_pid: int) -> None:
             os._exit(0)
 
 
+class _Inbox:
+    """Reads the pipe on its own thread, so a cancel reaches a unit while it runs."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._messages: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._cancelled: set[str] = set()
+        self._current = ""
+        self.cancel = threading.Event()  # set while the current unit is cancelled
+        threading.Thread(target=self._read, name="inbox", daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):  # the coordinator is gone
+                self._messages.put(None)
+                return
+            if message[0] == "cancel":
+                with self._lock:
+                    self._cancelled.add(message[1])
+                    if message[1] == self._current:
+                        self.cancel.set()
+                continue
+            self._messages.put(message)
+            if message[0] == "stop":
+                return
+
+    def next(self) -> tuple[Any, ...] | None:
+        return self._messages.get()
+
+    def begin(self, unit_id: str) -> None:
+        """A unit starts: the cancel flag follows it (a cancel may have come first)."""
+        with self._lock:
+            self._current = unit_id
+            if unit_id in self._cancelled:
+                self.cancel.set()
+            else:
+                self.cancel.clear()
+
+
 def worker_main(slot: DeviceSlot, conn: Connection) -> None:
     """Entry point of a worker process (spawned)."""
     from vidshard.devices.visibility import apply_visibility
@@ -91,45 +134,45 @@ def worker_main(slot: DeviceSlot, conn: Connection) -> None:
     channel = _Channel(conn)
     started = time.monotonic()
     parent_pid = os.getppid()
+    model = None
     try:
         fault = parse_fault(os.environ.get(FAULT_VARIABLE))
-        message = conn.recv()  # ("model", ModelRef, log level)
+        message = conn.recv()  # ("model", ModelRef or None, log level)
         model_ref = message[1]
         logging.basicConfig(
             level=message[2] if len(message) > 2 else logging.WARNING,
             format=f"%(levelname)s {slot.label} %(name)s: %(message)s",
         )
-        from vidshard.devices.visibility import configure_torch_threads
-        from vidshard.models.registry import build_model
+        if model_ref is not None:  # None: a pool worker waiting for its first job
+            from vidshard.devices.visibility import configure_torch_threads
+            from vidshard.models.registry import build_model
 
-        model = build_model(model_ref)
-        if fault is not None:
-            fault.hit("load")
-        model.load(slot.torch_device)
-        if "torch" in sys.modules:  # only models that use torch pay for importing it
-            configure_torch_threads(slot)
+            model = build_model(model_ref)
+            if fault is not None:
+                fault.hit("load")
+            model.load(slot.torch_device)
+            if "torch" in sys.modules:  # only models that use torch pay for importing it
+                configure_torch_threads(slot)
     except BaseException as exc:
         channel.send(("load_failed", *describe_error(exc)))
         return
     channel.send(("ready", os.getpid(), time.monotonic() - started))
     threading.Thread(target=_heartbeat, args=(channel, parent_pid), daemon=True).start()
-    _serve(conn, channel, model, fault)
+    _serve(_Inbox(conn), channel, model, fault)
 
 
-def _serve(conn: Connection, channel: _Channel, model: Any, fault: Any = None) -> None:
+def _serve(inbox: _Inbox, channel: _Channel, model: Any, fault: Any = None) -> None:
     from vidshard.engine.segment import run_seam, run_segment
     from vidshard.engine.units import SegmentUnit
 
     while True:
-        try:
-            message = conn.recv()
-        except EOFError:  # the coordinator is gone
-            return
-        if message[0] == "stop":
+        message = inbox.next()
+        if message is None or message[0] == "stop":  # None: the coordinator is gone
             return
         unit = message[1]
         report = channel.progress_fn(unit.unit_id)
         unit_id = unit.unit_id
+        inbox.begin(unit_id)
 
         def checkpoint(point: str, unit_id: str = unit_id) -> None:
             if fault is not None:
@@ -138,9 +181,11 @@ def _serve(conn: Connection, channel: _Channel, model: Any, fault: Any = None) -
         try:
             checkpoint("start")
             if isinstance(unit, SegmentUnit):
-                result = run_segment(unit, model, report, checkpoint)
+                if model is None:
+                    raise RuntimeError(f"{unit_id} needs a model and this worker has none")
+                result = run_segment(unit, model, report, checkpoint, cancel=inbox.cancel)
             else:
-                result = run_seam(unit, report)
+                result = run_seam(unit, report, cancel=inbox.cancel)
             report.flush()
             channel.send(("done", result))
         except Exception as exc:

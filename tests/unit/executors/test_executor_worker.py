@@ -258,20 +258,21 @@ def test_serve_runs_units_until_stop(
         model: object,
         progress: Callable[[int], None],
         checkpoint: Callable[[str], None] | None = None,
+        cancel: object = None,
     ) -> Any:
         if unit.unit_id.endswith("bad"):
             raise ValueError("boom")
         progress(5)  # within the batching interval: only the flush sends it
         return UnitResult(unit.unit_id, "", 5, 0.1)
 
-    def run_seam(unit: SeamUnit, progress: Callable[[int], None]) -> Any:
+    def run_seam(unit: SeamUnit, progress: Callable[[int], None], cancel: object = None) -> Any:
         progress(0)
         return UnitResult(unit.unit_id, "", 2, 0.1)
 
     monkeypatch.setattr("vidshard.engine.segment.run_segment", run_segment)
     monkeypatch.setattr("vidshard.engine.segment.run_seam", run_seam)
     conn = FakeConn([*(("unit", u) for u in units), ("stop",), ("unit", units[0])])
-    worker._serve(conn, worker._Channel(conn), model=None)  # type: ignore[arg-type]
+    worker._serve(worker._Inbox(conn), worker._Channel(conn), model=object())  # type: ignore[arg-type]
     got = [
         (m[0], m[1].unit_id) if m[0] == "done" else m[:4] if m[0] == "failed" else m
         for m in conn.sent()
@@ -282,7 +283,7 @@ def test_serve_runs_units_until_stop(
 
 def test_serve_ends_when_the_coordinator_is_gone() -> None:
     conn = FakeConn([])  # recv raises EOFError at once
-    worker._serve(conn, worker._Channel(conn), model=None)  # type: ignore[arg-type]
+    worker._serve(worker._Inbox(conn), worker._Channel(conn), model=None)  # type: ignore[arg-type]
     assert conn.sent() == []
 
 

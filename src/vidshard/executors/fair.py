@@ -1,0 +1,115 @@
+"""The queue idle workers pull from when several jobs share one pool of slots.
+
+Each job has its own FIFO of units. The next unit goes to the job with the highest
+priority; among equals, to the job with the fewest units running now (so concurrent jobs
+share the slots evenly), then to one whose model the asking worker already holds (no
+reload), then to the job that came first. One job alone is a plain FIFO.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+
+class Queued(Protocol):
+    @property
+    def job(self) -> str: ...
+
+    @property
+    def model(self) -> object: ...
+
+
+T = TypeVar("T", bound=Queued)
+
+
+@dataclass
+class _JobQueue(Generic[T]):
+    priority: int
+    order: int
+    items: deque[T] = field(default_factory=deque)
+    running: int = 0
+
+
+class FairQueue(Generic[T]):
+    """Thread-safe; ``get`` blocks until a unit is there or the timeout passes."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._jobs: dict[str, _JobQueue[T]] = {}
+        self._order = itertools.count()
+
+    def add_job(self, job: str, priority: int = 0) -> None:
+        with self._cond:
+            if job not in self._jobs:
+                self._jobs[job] = _JobQueue(priority, next(self._order))
+
+    def put(self, item: T) -> None:
+        with self._cond:
+            self.add_job(item.job)
+            self._jobs[item.job].items.append(item)
+            self._cond.notify()
+
+    def get(self, model: object = None, timeout: float | None = None) -> T | None:
+        """The next unit for a worker holding ``model``; None after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                waiting = [(name, q) for name, q in self._jobs.items() if q.items]
+                if waiting:
+                    _name, best = min(
+                        waiting,
+                        key=lambda nq: (
+                            -nq[1].priority,
+                            nq[1].running,
+                            nq[1].items[0].model != model,
+                            nq[1].order,
+                        ),
+                    )
+                    best.running += 1
+                    return best.items.popleft()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(left)
+
+    def task_done(self, job: str) -> None:
+        """A unit ``get`` returned has finished (whatever its outcome)."""
+        with self._cond:
+            queue = self._jobs.get(job)
+            if queue is not None and queue.running > 0:
+                queue.running -= 1
+
+    def running(self, job: str) -> int:
+        with self._cond:
+            queue = self._jobs.get(job)
+            return queue.running if queue is not None else 0
+
+    def queued(self, job: str | None = None) -> int:
+        with self._cond:
+            if job is not None:
+                queue = self._jobs.get(job)
+                return len(queue.items) if queue is not None else 0
+            return sum(len(q.items) for q in self._jobs.values())
+
+    def remove_job(self, job: str) -> list[T]:
+        """Forget a job; its units still queued are returned (to be failed)."""
+        with self._cond:
+            queue = self._jobs.pop(job, None)
+            return list(queue.items) if queue is not None else []
+
+    def drain(self, job: str | None = None) -> list[T]:
+        """Take every queued unit (of one job, or of all)."""
+        with self._cond:
+            queues = [self._jobs[job]] if job is not None and job in self._jobs else []
+            if job is None:
+                queues = list(self._jobs.values())
+            items: list[T] = []
+            for queue in queues:
+                items.extend(queue.items)
+                queue.items.clear()
+            return items

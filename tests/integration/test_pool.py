@@ -1,0 +1,182 @@
+"""One pool of slots shared by several jobs (the service's engine).
+
+The pool starts empty workers; each job's units carry its model, a worker holding
+another model restarts with the job's; concurrent jobs share the slots; a cancelled job
+stops within a batch, frees its slots and leaves nothing; the pool goes on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from tests.clips import ClipSpec, write_clip
+from tests.helpers import frame_hashes
+
+from vidshard.devices.spec import parse_device_spec
+from vidshard.devices.types import Device
+from vidshard.engine.events import Event, UnitStarted
+from vidshard.engine.upscale import UpscaleOptions, run_upscale, work_dir_for
+from vidshard.errors import Cancelled, ModelError
+from vidshard.executors.local import LocalExecutor
+
+SLOW_MODEL = '''
+import time
+from vidshard.models import ModelSpec
+
+class SlowNearest:
+    """Nearest x2, 30 ms a frame: deterministic, slow enough to watch and to cancel."""
+
+    def __init__(self):
+        self.spec = ModelSpec(name="slow-nearest", scale=2)
+
+    def load(self, device):
+        pass
+
+    def run(self, batch):
+        time.sleep(0.03 * len(batch))
+        return batch.repeat(2, axis=1).repeat(2, axis=2)
+'''
+
+OPTIONS = {"segment_seconds": 0.4, "crf": 0, "preset": "ultrafast"}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    folder = tmp_path_factory.mktemp("pool")
+    (folder / "slow_model.py").write_text(SLOW_MODEL)
+    source = write_clip(folder / "in.mp4", ClipSpec(frames=60, size_wh=(48, 32), gop=10))
+    return folder, source, f"{folder / 'slow_model.py'}:SlowNearest"
+
+
+@pytest.fixture
+def pool():
+    events: list[Event] = []
+    executor = LocalExecutor()
+    cpu = Device(kind="cpu", index=0, name="cpu")
+    executor.start(parse_device_spec("cpu:2", [cpu]), None, events.append)
+    yield executor
+    executor.shutdown()
+
+
+def upscale_on(pool: LocalExecutor, job: str, source: Path, output: Path, **options):
+    opts = UpscaleOptions(**{**OPTIONS, **options})
+    return run_upscale(source, output, opts, executor=lambda model: pool.job(job, model))
+
+
+def test_jobs_with_different_models_share_the_pool_and_match_solo_runs(
+    pool: LocalExecutor, clips: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    _folder, source, slow = clips
+    # the same jobs, each alone with its own workers: the reference
+    solo = {
+        name: run_upscale(source, tmp_path / f"solo-{name}.mp4", UpscaleOptions(**options))
+        for name, options in {
+            "slow": {**OPTIONS, "model": slow, "devices": "cpu:2"},
+            "lanczos": {**OPTIONS, "model": "lanczos", "scale": 2, "devices": "cpu:2"},
+        }.items()
+    }
+    started: dict[str, list[str]] = {"a": [], "b": []}
+    results = {}
+
+    def run(job: str, model: str, **extra: object) -> None:
+        opts = UpscaleOptions(**{**OPTIONS, "model": model, **extra})  # type: ignore[arg-type]
+
+        def make(ref):  # type: ignore[no-untyped-def]
+            handle = pool.job(job, ref)
+            original = handle.start
+
+            def start(slots, model_ref, on_event):  # type: ignore[no-untyped-def]
+                def sink(event: Event) -> None:
+                    if isinstance(event, UnitStarted):
+                        started[job].append(event.slot_label)
+                    on_event(event)
+
+                original(slots, model_ref, sink)
+
+            handle.start = start  # type: ignore[method-assign]
+            return handle
+
+        results[job] = run_upscale(source, tmp_path / f"{job}.mp4", opts, executor=make)
+
+    threads = [
+        threading.Thread(target=run, args=("a", slow)),
+        threading.Thread(target=run, args=("b", "lanczos"), kwargs={"scale": 2}),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert frame_hashes(results["a"].output) == frame_hashes(solo["slow"].output)
+    assert frame_hashes(results["b"].output) == frame_hashes(solo["lanczos"].output)
+    # both jobs ran on the pool's slots, and on both of them: shared, not one slot each
+    assert len(set(started["a"])) == 2
+    assert started["b"]
+    states = pool.slot_states()
+    assert {s.state for s in states} == {"idle"}
+    assert sum(s.units for s in states) == results["a"].segments + results["b"].segments
+    assert pool.live_slots() and pool.queued_units() == 0
+
+
+def test_cancel_stops_a_running_job_within_a_batch_and_frees_its_slots(
+    pool: LocalExecutor, clips: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    _folder, source, slow = clips
+    output = tmp_path / "cancelled.mp4"
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            upscale_on(pool, "victim", source, output, model=slow)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(s.job == "victim" for s in pool.slot_states()):
+        time.sleep(0.02)
+    assert any(s.job == "victim" for s in pool.slot_states()), "the job never started"
+    time.sleep(0.1)
+    cancelled_at = time.monotonic()
+    pool.cancel_job("victim")
+    stopped_s = time.monotonic() - cancelled_at
+    # a batch is 4 frames x 30 ms: the workers stopped at the next batch, not killed
+    assert stopped_s < 2.0
+    assert all(s.job != "victim" for s in pool.slot_states())
+    thread.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], Cancelled)
+    assert not output.exists()
+    assert not work_dir_for(output).exists()  # no partial segments left
+    assert pool.restarts == 0  # the workers were asked, not killed
+    # the freed slots take the next job at once
+    pool.release_job("victim")
+    result = upscale_on(pool, "next", source, tmp_path / "next.mp4", model="lanczos", scale=2)
+    assert result.frames == 60
+
+
+def test_a_model_that_cannot_load_fails_its_job_only(
+    pool: LocalExecutor, clips: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    folder, source, _slow = clips
+    broken = folder / "broken_model.py"
+    broken.write_text(
+        "from vidshard.models import ModelSpec\n"
+        "from vidshard.errors import ModelError\n"
+        "class Broken:\n"
+        "    def __init__(self):\n"
+        "        self.spec = ModelSpec(name='broken', scale=2)\n"
+        "    def load(self, device):\n"
+        "        raise ModelError('weights are corrupt')\n"
+        "    def run(self, batch):\n"
+        "        return batch\n"
+    )
+    output = tmp_path / "broken.mp4"
+    with pytest.raises(ModelError, match="weights are corrupt"):
+        upscale_on(pool, "broken", source, output, model=f"{broken}:Broken")
+    assert not output.exists()
+    assert pool.quarantined() == []  # a bad model is not a bad device
+    result = upscale_on(pool, "fine", source, tmp_path / "fine.mp4", model="lanczos", scale=2)
+    assert result.frames == 60
