@@ -223,6 +223,84 @@ def upscale(
         )
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: 8000].")] = None,
+    devices: Annotated[
+        str | None, typer.Option("--devices", "-d", help="Slots of the shared pool [default: all].")
+    ] = None,
+    workers_per_device: Annotated[int | None, typer.Option(help="Slots per device.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Job store, uploads and outputs [~/.local/share/vidshard].")
+    ] = None,
+    input_root: Annotated[
+        list[Path] | None,
+        typer.Option(help="A directory path inputs may come from (repeat for more) [cwd]."),
+    ] = None,
+    output_root: Annotated[Path | None, typer.Option(help="Where outputs go.")] = None,
+    model_dir: Annotated[
+        list[Path] | None, typer.Option(help="A directory model files may come from (repeat).")
+    ] = None,
+    max_running_jobs: Annotated[int | None, typer.Option(help="Jobs run at once [2].")] = None,
+    job_ttl: Annotated[
+        int | None, typer.Option("--job-ttl", help="Seconds finished jobs are kept [86400].")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="A TOML settings file (also $VIDSHARD_CONFIG).")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="Server log level [info].")] = None,
+) -> None:
+    """Run the job service: HTTP API, dashboard, one device pool shared by all jobs.
+
+    Every setting can also come from a VIDSHARD_* environment variable (VIDSHARD_API_KEY
+    sets an API key) or the TOML file; flags win over both.
+    """
+    with user_errors():
+        from vidshard.service.settings import load_settings
+
+        settings = load_settings(
+            config,
+            host=host,
+            port=port,
+            devices=devices,
+            workers_per_device=workers_per_device,
+            data_dir=data_dir,
+            input_roots=input_root or None,
+            output_root=output_root,
+            model_dirs=model_dir or None,
+            max_running_jobs=max_running_jobs,
+            job_ttl_s=job_ttl,
+            log_level=log_level,
+        )
+        try:
+            import uvicorn
+
+            from vidshard.service.app import create_app
+        except ImportError as exc:
+            raise ConfigError(
+                f"the service needs its extra: pip install 'vidshard[serve]' ({exc})"
+            ) from None
+        logging.getLogger("vidshard").setLevel(
+            logging.DEBUG if settings.log_level in ("debug", "trace") else logging.INFO
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings),
+                host=settings.host,
+                port=settings.port,
+                log_level=settings.log_level,
+                timeout_graceful_shutdown=20,
+            )
+        )
+        # uvicorn stops cleanly on SIGTERM, then raises it again for the old handler:
+        # after a clean stop that is exit code 0.
+        signal.signal(signal.SIGTERM, _stopped)
+        server.run()
+        if not server.started:
+            raise ConfigError(f"could not serve on {settings.host}:{settings.port}")
+
+
 def result_to_dict(result: object) -> dict[str, object]:
     from vidshard.engine.upscale import UpscaleResult
 
@@ -241,6 +319,10 @@ def result_to_dict(result: object) -> dict[str, object]:
             for s in result.slots
         ],
     }
+
+
+def _stopped(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _terminate(_signum: int, _frame: object) -> None:

@@ -1,0 +1,525 @@
+"""The job runner behind ``vidshard serve``: one device pool, a persistent queue, cancel.
+
+Jobs live in the store; this process keeps only what is running. A dispatcher thread
+starts queued jobs (priority, then submission order) while fewer than
+``max_running_jobs`` run; each runs ``run_upscale`` on a handle of the one shared pool,
+so concurrent jobs share the slots unit by unit. A job left ``running`` by a stopped or
+killed server is queued again at the next start and resumes from its work dir's manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vidshard.devices import discover_devices, parse_device_spec
+from vidshard.devices.monitor import DeviceMonitor
+from vidshard.devices.types import DeviceStatus
+from vidshard.engine.progress import ProgressSnapshot
+from vidshard.engine.upscale import UpscaleOptions, run_upscale
+from vidshard.errors import Cancelled, InputError, ModelError, OutputError, VidshardError
+from vidshard.executors.base import Executor
+from vidshard.executors.local import LocalExecutor, SlotState
+from vidshard.media import probe
+from vidshard.models.registry import ModelRef, default_registry, resolve_model
+
+from . import security
+from .schemas import JobRequest
+from .settings import ServiceSettings
+from .store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobRecord, JobStore
+
+logger = logging.getLogger(__name__)
+
+PERSIST_INTERVAL_S = 1.0  # progress written to the store at most this often
+JANITOR_INTERVAL_S = 30.0
+READINGS_TTL_S = 1.0  # device readings are cached this long (monitoring is not free)
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")
+
+
+class NotFound(VidshardError):
+    """No such job or upload (HTTP 404)."""
+
+
+class Conflict(VidshardError):
+    """The request does not fit the job's state (HTTP 409)."""
+
+
+class TooLarge(InputError):
+    """A body or download is over its size limit (HTTP 413)."""
+
+
+@dataclass
+class _Running:
+    record: JobRecord
+    cancel: threading.Event = field(default_factory=threading.Event)
+    snapshot: ProgressSnapshot | None = None
+    persisted_s: float = 0.0
+    thread: threading.Thread | None = None
+
+
+@dataclass(frozen=True)
+class LiveJob:
+    """A stored job with what only this process knows: live progress and queue place."""
+
+    record: JobRecord
+    queue_position: int | None
+    fps: float | None
+    eta_s: float | None
+    frames_done: int
+    frames_total: int | None
+
+    @property
+    def progress(self) -> float:
+        if self.record.state == SUCCEEDED:
+            return 1.0
+        if not self.frames_total:
+            return 0.0
+        return min(1.0, self.frames_done / self.frames_total)
+
+
+class JobService:
+    """Submit, watch and cancel jobs; run them on one shared pool of slots."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        pool: LocalExecutor | None = None,
+        monitor: DeviceMonitor | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = JobStore(settings.db_url)
+        self.pool = pool or LocalExecutor()
+        self._own_pool = pool is None
+        self.monitor = monitor or DeviceMonitor()
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._dispatcher: threading.Thread | None = None
+        self._readings: tuple[float, list[DeviceStatus]] = (0.0, [])
+        self._readings_lock = threading.Lock()
+        self.started = False
+        self.finished_jobs = 0
+
+    # --- life cycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the store, requeue interrupted jobs, start the pool and the dispatcher."""
+        for folder in (self.settings.data_dir, self.settings.outputs_dir, self.uploads_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.store.create_all()
+        requeued = self.store.requeue_interrupted()
+        if requeued:
+            logger.info("requeued %d job(s) interrupted by the last stop", len(requeued))
+        if self._own_pool:
+            devices = [status.device for status in discover_devices()]
+            slots = parse_device_spec(
+                self.settings.devices,
+                devices,
+                workers_per_device=self.settings.workers_per_device,
+            )
+            self.pool.start(slots, None, lambda _event: None)
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="dispatcher")
+        self._dispatcher.daemon = True
+        self._dispatcher.start()
+        self.started = True
+
+    def stop(self) -> None:
+        """Stop taking jobs; running ones are interrupted and resume at the next start."""
+        self._stopping.set()
+        self._wake.set()
+        if self._own_pool:
+            self.pool.shutdown()
+        with self._lock:
+            threads = [r.thread for r in self._running.values() if r.thread is not None]
+        for thread in threads:
+            thread.join(timeout=15)
+        if self._dispatcher is not None:
+            self._dispatcher.join(timeout=5)
+        self.store.close()
+        self.started = False
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.settings.uploads_dir
+
+    # --- submit ------------------------------------------------------------------------
+
+    def submit(
+        self, request: JobRequest, idempotency_key: str | None = None
+    ) -> tuple[JobRecord, bool]:
+        """Check a request and queue it; (the job, False) when the key was seen before."""
+        if idempotency_key is not None:
+            existing = self.store.find_by_idempotency_key(idempotency_key)
+            if existing is not None:
+                return existing, False
+        job_id = uuid.uuid4().hex
+        source, kind = self._input_of(request)
+        params = request.params.model_dump()
+        params["model"] = params["model"] or self.settings.default_model
+        model = self.check_model(params["model"], params["scale"])
+        if kind != "url":
+            probe(source)  # a file that is not a video is refused now, not in an hour
+        name = request.output_name or _default_output_name(source, model.spec.scale)
+        suffix = Path(name).suffix.lower()
+        if suffix not in VIDEO_SUFFIXES:
+            raise InputError(
+                f"output_name: expected a {', '.join(VIDEO_SUFFIXES)} file name, got {name!r}"
+            )
+        output_dir = security.output_dir_for(job_id, self.settings.outputs_dir)
+        output = output_dir / security.safe_filename(name, f"output{suffix}")
+        record = JobRecord(
+            id=job_id,
+            task=request.task,
+            input_path=str(source),
+            input_kind=kind,
+            priority=request.priority,
+            params=params,
+            output_path=str(output),
+            idempotency_key=idempotency_key,
+        )
+        stored, created = self.store.add(record)
+        if created:
+            self._wake.set()
+        return stored, created
+
+    def check_model(self, name: str, scale: int | None) -> ModelRef:
+        """A built-in or plug-in model, or a model file inside ``model_dirs``."""
+        if default_registry().get(name) is None:
+            file_part = name.split(":", 1)[0] if ".py:" in name else name
+            path = Path(file_part).expanduser()
+            if not path.is_absolute() and self.settings.model_dirs:
+                path = self.settings.model_dirs[0] / path
+            real = Path(os.path.realpath(path))
+            if not any(security.is_within(real, d) for d in self.settings.model_dirs):
+                raise security.AccessDenied(
+                    f"model {name!r}: not a built-in model, and model files are only "
+                    "taken from the server's model_dirs"
+                    + ("" if self.settings.model_dirs else " (none configured)")
+                )
+            name = str(real) + (name[len(file_part) :] if file_part != name else "")
+        return resolve_model(name, scale=scale)
+
+    def _input_of(self, request: JobRequest) -> tuple[Path, str]:
+        if request.input is not None:
+            return security.resolve_input_path(request.input, self.settings.input_roots), "path"
+        if request.upload_id is not None:
+            return self.upload_path(request.upload_id), "upload"
+        assert request.input_url is not None
+        url = security.check_url(request.input_url, self.settings.allowed_url_schemes)
+        return Path(url), "url"
+
+    # --- uploads -----------------------------------------------------------------------
+
+    def new_upload(self, filename: str) -> tuple[str, Path]:
+        """A fresh upload id and the path its bytes go to."""
+        upload_id = uuid.uuid4().hex
+        folder = self.uploads_dir / upload_id
+        folder.mkdir(parents=True)
+        return upload_id, folder / security.safe_filename(filename, "upload.mp4")
+
+    def upload_path(self, upload_id: str) -> Path:
+        folder = self.uploads_dir / upload_id
+        files = [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+        if len(files) != 1:
+            raise NotFound(f"no upload {upload_id}")
+        return files[0]
+
+    # --- reading -----------------------------------------------------------------------
+
+    def get(self, job_id: str) -> LiveJob:
+        record = self.store.get(job_id)
+        if record is None:
+            raise NotFound(f"no job {job_id}")
+        position = None
+        if record.state == QUEUED:
+            position = self.store.queue_positions().get(job_id)
+        return self._live(record, position)
+
+    def list_jobs(
+        self, states: list[str] | None, limit: int, offset: int
+    ) -> tuple[list[LiveJob], int]:
+        records, total = self.store.list(states, limit=limit, offset=offset)
+        positions = self.store.queue_positions() if any(r.state == QUEUED for r in records) else {}
+        return [self._live(r, positions.get(r.id)) for r in records], total
+
+    def _live(self, record: JobRecord, position: int | None) -> LiveJob:
+        with self._lock:
+            running = self._running.get(record.id)
+            snapshot = running.snapshot if running is not None else None
+        if record.state == RUNNING and snapshot is not None:
+            return LiveJob(
+                record,
+                None,
+                snapshot.fps,
+                snapshot.eta_s,
+                snapshot.frames_done,
+                snapshot.frames_total,
+            )
+        return LiveJob(record, position, None, None, record.frames_done, record.frames_total)
+
+    def result_path(self, job_id: str) -> Path:
+        live = self.get(job_id)
+        if live.record.state != SUCCEEDED or live.record.output_path is None:
+            raise Conflict(f"job {job_id} has no result: it is {live.record.state}")
+        path = Path(live.record.output_path)
+        if not path.is_file():
+            raise NotFound(f"the result of job {job_id} is gone (expired or removed)")
+        return path
+
+    # --- cancel ------------------------------------------------------------------------
+
+    def cancel(self, job_id: str, wait_s: float = 15.0) -> LiveJob:
+        """Cancel a queued or running job; a running one stops within a batch."""
+        record = self.store.get(job_id)
+        if record is None:
+            raise NotFound(f"no job {job_id}")
+        if record.is_final:
+            raise Conflict(f"job {job_id} already {record.state}")
+        if self.store.transition(job_id, [QUEUED], CANCELLED, cancel_requested=True):
+            return self.get(job_id)
+        self.store.update(job_id, cancel_requested=True)
+        with self._lock:
+            running = self._running.get(job_id)
+        if running is not None:
+            running.cancel.set()
+            self.pool.cancel_job(job_id)
+            if running.thread is not None:
+                running.thread.join(wait_s)
+        return self.get(job_id)
+
+    # --- devices and health --------------------------------------------------------------
+
+    def readings(self) -> list[DeviceStatus]:
+        with self._readings_lock:
+            taken_s, readings = self._readings
+            if time.monotonic() - taken_s > READINGS_TTL_S:
+                readings = self.monitor.snapshot()
+                self._readings = (time.monotonic(), readings)
+            return readings
+
+    def slots(self) -> list[SlotState]:
+        return self.pool.slot_states()
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        alive = self.pool.live_slots()
+        store_ok = self.store.ping()
+        reasons = []
+        if not alive:
+            reasons.append("no worker slot is alive")
+        if not store_ok:
+            reasons.append("the job store is unreachable")
+        quarantined = self.pool.quarantined()
+        return not reasons, {
+            "status": "ok" if not reasons else "unhealthy",
+            "reasons": reasons,
+            "slots_alive": len(alive),
+            "slots_total": len(self.pool.slot_states()),
+            "quarantined": quarantined,
+            "store": "ok" if store_ok else "unreachable",
+            "running_jobs": self.running_count(),
+        }
+
+    def running_count(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    # --- running -----------------------------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        next_clean_s = 0.0
+        while not self._stopping.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self._dispatch()
+                if time.monotonic() >= next_clean_s:
+                    self.expire()
+                    next_clean_s = time.monotonic() + JANITOR_INTERVAL_S
+            except Exception:  # the store went away for a moment: try again next round
+                logger.exception("dispatcher round failed")
+
+    def _dispatch(self) -> None:
+        while self.running_count() < self.settings.max_running_jobs:
+            with self._lock:
+                busy = set(self._running)
+            waiting = [r for r in self.store.queued() if r.id not in busy]
+            if not waiting or self._stopping.is_set():
+                return
+            record = self.store.transition(waiting[0].id, [QUEUED], RUNNING)
+            if record is None:  # cancelled meanwhile
+                continue
+            running = _Running(record)
+            running.thread = threading.Thread(
+                target=self._run_job, args=(running,), name=f"job-{record.id[:8]}", daemon=True
+            )
+            with self._lock:
+                self._running[record.id] = running
+            running.thread.start()
+
+    def _run_job(self, running: _Running) -> None:
+        record = running.record
+        job_id = record.id
+        assert record.output_path is not None
+        output = Path(record.output_path)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            source = self._fetch(record, output.parent)
+            params = dict(record.params)
+            options = UpscaleOptions(
+                **{k: v for k, v in params.items() if k in _OPTION_NAMES}, resume=True
+            )
+
+            def executor(model: ModelRef) -> Executor:
+                if running.cancel.is_set():
+                    raise Cancelled(f"job {job_id} was cancelled")
+                return self.pool.job(job_id, model, record.priority)
+
+            model = self.check_model(params["model"], params.get("scale"))
+            options = _with_model(options, model)
+            result = run_upscale(
+                source,
+                output,
+                options,
+                on_progress=lambda snap: self._progress(running, snap),
+                executor=executor,
+            )
+            if running.cancel.is_set():  # cancelled while the output was being joined
+                raise Cancelled(f"job {job_id} was cancelled")
+            self.store.transition(
+                job_id,
+                [RUNNING],
+                SUCCEEDED,
+                frames_done=result.frames,
+                frames_total=result.frames,
+            )
+        except BaseException as exc:
+            self._finish_failed(running, output, exc)
+        finally:
+            self.pool.release_job(job_id)
+            with self._lock:
+                self._running.pop(job_id, None)
+            self.finished_jobs += 1
+            self._wake.set()
+
+    def _finish_failed(self, running: _Running, output: Path, exc: BaseException) -> None:
+        job_id = running.record.id
+        if isinstance(exc, Cancelled) or running.cancel.is_set():
+            shutil.rmtree(output.parent, ignore_errors=True)
+            self.store.transition(job_id, [RUNNING], CANCELLED)
+            logger.info("job %s cancelled", job_id)
+            return
+        if self._stopping.is_set():
+            logger.info("job %s interrupted by the stop; it resumes at the next start", job_id)
+            return  # left running in the store: requeued at the next start
+        if isinstance(exc, VidshardError):
+            message, kind = str(exc), type(exc).__name__
+        else:
+            logger.error("job %s failed", job_id, exc_info=exc)
+            message, kind = f"internal error: {type(exc).__name__}: {exc}", "InternalError"
+        shutil.rmtree(output.parent, ignore_errors=True)
+        self.store.transition(job_id, [RUNNING], FAILED, error=message, error_type=kind)
+        logger.warning("job %s failed: %s", job_id, message)
+
+    def _progress(self, running: _Running, snapshot: ProgressSnapshot) -> None:
+        running.snapshot = snapshot
+        now = time.monotonic()
+        if now - running.persisted_s >= PERSIST_INTERVAL_S:
+            running.persisted_s = now
+            self.store.update(
+                running.record.id,
+                frames_done=snapshot.frames_done,
+                frames_total=snapshot.frames_total,
+            )
+
+    def _fetch(self, record: JobRecord, folder: Path) -> Path:
+        """The job's input on local disk: a URL input is downloaded first (size-limited)."""
+        if record.input_kind != "url":
+            return Path(record.input_path)
+        url = record.input_path
+        name = security.safe_filename(url.rsplit("/", 1)[-1].split("?")[0], "input.mp4")
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"input-{name}"
+        if target.exists():
+            return target
+        limit = self.settings.max_upload_bytes
+        partial = target.with_name(target.name + ".partial")
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response, partial.open("wb") as out:
+                size = 0
+                while chunk := response.read(1 << 20):
+                    size += len(chunk)
+                    if size > limit:
+                        raise TooLarge(f"input_url: the file is over {limit} bytes")
+                    out.write(chunk)
+        except OSError as exc:  # urllib's errors are OSErrors: refused, 404, timeout
+            partial.unlink(missing_ok=True)
+            raise InputError(f"input_url: cannot download {url}: {exc}") from exc
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(target)
+        return target
+
+    # --- expiry --------------------------------------------------------------------------
+
+    def expire(self, now: float | None = None) -> int:
+        """Remove finished jobs older than the TTL, with their outputs and uploads."""
+        cutoff = (time.time() if now is None else now) - self.settings.job_ttl_s
+        removed = 0
+        for record in self.store.finished_before(cutoff):
+            if record.output_path is not None:
+                shutil.rmtree(Path(record.output_path).parent, ignore_errors=True)
+            if record.input_kind == "upload":
+                shutil.rmtree(Path(record.input_path).parent, ignore_errors=True)
+            removed += self.store.delete(record.id)
+        return removed
+
+
+_OPTION_NAMES = frozenset(UpscaleOptions.__dataclass_fields__) - {"devices", "executor"}
+
+
+def _with_model(options: UpscaleOptions, model: ModelRef) -> UpscaleOptions:
+    """The options with the model as ``check_model`` resolved it (an absolute path)."""
+    from dataclasses import replace
+
+    target = model.target if model.kind != "registered" else options.model
+    return replace(options, model=target)
+
+
+def _default_output_name(source: Path, scale: int) -> str:
+    suffix = source.suffix.lower() if source.suffix.lower() in VIDEO_SUFFIXES else ".mp4"
+    stem = source.stem if source.suffix else "output"
+    return f"{stem}-x{scale}{suffix}"
+
+
+def error_status(exc: BaseException) -> int:
+    """The HTTP status of an error raised by this service."""
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    if isinstance(exc, TooLarge):
+        return 413
+    if isinstance(exc, security.AccessDenied):
+        return 403
+    if isinstance(exc, (InputError, OutputError, ModelError)):
+        return 422
+    if isinstance(exc, VidshardError) and exc.exit_code == 2:
+        return 422
+    return 500
+
+
+ProgressCallback = Callable[[ProgressSnapshot], None]

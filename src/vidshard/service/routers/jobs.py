@@ -1,0 +1,122 @@
+"""/v1/jobs and /v1/uploads: submit, list, read, cancel, download; upload inputs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+
+from ..jobs import JobService, LiveJob, TooLarge
+from ..schemas import JobList, JobRequest, JobResult, JobState, JobView, UploadView
+from .deps import get_service, require_key
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], tags=["jobs"])
+Service = Annotated[JobService, Depends(get_service)]
+
+
+def job_view(live: LiveJob) -> JobView:
+    record = live.record
+    result = None
+    if record.state == "succeeded" and record.output_path is not None:
+        url = f"/v1/jobs/{record.id}/result"
+        try:
+            size: int | None = os.path.getsize(record.output_path)
+        except OSError:
+            size = None
+        result = JobResult(path=record.output_path, url=url, bytes=size)
+    input_shown = record.input_path
+    if record.input_kind == "upload":
+        input_shown = os.path.basename(record.input_path)
+    return JobView(
+        id=record.id,
+        task=record.task,
+        state=record.state,  # type: ignore[arg-type]
+        priority=record.priority,
+        progress=round(live.progress, 4),
+        frames_done=live.frames_done,
+        frames_total=live.frames_total,
+        fps=round(live.fps, 2) if live.fps is not None else None,
+        queue_position=live.queue_position,
+        eta_s=round(live.eta_s, 1) if live.eta_s is not None else None,
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        input=input_shown,
+        input_kind=record.input_kind,
+        params=record.params,
+        error=record.error,
+        error_type=record.error_type,
+        cancel_requested=record.cancel_requested,
+        attempts=record.attempts,
+        result=result,
+    )
+
+
+@router.post("/jobs", status_code=202, response_model=JobView)
+def submit_job(
+    body: JobRequest,
+    service: Service,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JSONResponse:
+    """Queue a job. With an ``Idempotency-Key`` header, a repeat returns the first job
+    (200 instead of 202)."""
+    record, created = service.submit(body, idempotency_key)
+    view = job_view(service.get(record.id))
+    return JSONResponse(
+        view.model_dump(mode="json"),
+        status_code=202 if created else 200,
+        headers={"Location": f"/v1/jobs/{record.id}"},
+    )
+
+
+@router.get("/jobs", response_model=JobList)
+def list_jobs(
+    service: Service,
+    state: Annotated[list[JobState] | None, Query(description="filter; repeatable")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobList:
+    """Jobs, newest first."""
+    jobs, total = service.list_jobs(list(state) if state else None, limit, offset)
+    return JobList(jobs=[job_view(j) for j in jobs], total=total, limit=limit, offset=offset)
+
+
+@router.get("/jobs/{job_id}", response_model=JobView)
+def get_job(job_id: str, service: Service) -> JobView:
+    return job_view(service.get(job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobView)
+def cancel_job(job_id: str, service: Service) -> JobView:
+    """Cancel a queued or running job; a running one stops within a batch, frees its
+    slots and leaves no output."""
+    return job_view(service.cancel(job_id))
+
+
+@router.get("/jobs/{job_id}/result")
+def job_result(job_id: str, service: Service) -> FileResponse:
+    """The output file of a succeeded job, streamed."""
+    path = service.result_path(job_id)
+    return FileResponse(path, media_type="video/mp4", filename=path.name)
+
+
+@router.post("/uploads", status_code=201, response_model=UploadView)
+def upload(file: UploadFile, service: Service) -> UploadView:
+    """Upload an input file (multipart ``file``); give its ``upload_id`` to POST /v1/jobs."""
+    upload_id, target = service.new_upload(file.filename or "upload.mp4")
+    limit = service.settings.max_upload_bytes
+    size = 0
+    try:
+        with target.open("wb") as out:
+            while chunk := file.file.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(f"upload is over the limit of {limit} bytes")
+                out.write(chunk)
+    except BaseException:
+        shutil.rmtree(target.parent, ignore_errors=True)
+        raise
+    return UploadView(upload_id=upload_id, filename=target.name, bytes=size)

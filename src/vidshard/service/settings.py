@@ -1,0 +1,256 @@
+"""Settings of ``vidshard serve``, read once at start and passed down.
+
+Precedence, highest first: explicit overrides (command-line flags), ``VIDSHARD_*``
+environment variables, a TOML file (``--config`` or ``VIDSHARD_CONFIG``), defaults. Every
+problem, wherever the value came from, is a one-line :class:`~vidshard.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from vidshard.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
+
+ENV_PREFIX = "VIDSHARD_"
+CONFIG_ENV = "VIDSHARD_CONFIG"
+"""Names the TOML file when :func:`load_settings` is given none."""
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+
+# Settings whose value is never echoed back in an error message.
+_HIDDEN_VALUES = frozenset({"api_key", "database_url"})
+# Path settings that a TOML file gives relative to its own directory.
+_PATH_SETTINGS = ("data_dir", "output_root")
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "vidshard"
+
+
+def _default_input_roots() -> list[Path]:
+    return [Path.cwd()]
+
+
+def _split_list(value: Any) -> Any:
+    """A list given as one string: JSON (``'["/a","/b"]'``) or comma-separated (``/a,/b``)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"expected a JSON list or comma-separated values ({exc})") from None
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+class ServiceSettings(BaseSettings):
+    """Everything ``vidshard serve`` can be told; build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(8000, ge=1, le=65535)
+    devices: str = Field("all", min_length=1)
+    workers_per_device: int = Field(1, ge=1)
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = Field(None, min_length=1)
+    input_roots: Annotated[list[Path], NoDecode] = Field(default_factory=_default_input_roots)
+    """Directories that path inputs may come from; empty: uploads and URLs only."""
+    output_root: Path | None = None
+    model_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    """Directories that model files (weights, or ``file.py:Class``) may come from; empty:
+    built-in and plug-in models only (a model file can run code, so it must be trusted)."""
+    api_key: SecretStr | None = None
+    max_upload_bytes: int = Field(2 * GIB, ge=1)
+    max_request_bytes: int = Field(1 * MIB, ge=1)
+    """Largest JSON request body."""
+    allowed_url_schemes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http", "https"]
+    )
+    job_ttl_s: int = Field(86400, ge=1)
+    """How long a finished job and its output are kept."""
+    max_running_jobs: int = Field(2, ge=1)
+    default_model: str = Field("lanczos", min_length=1)
+    log_level: LogLevel = "info"
+
+    @field_validator("input_roots", "model_dirs", "allowed_url_schemes", mode="before")
+    @classmethod
+    def _list_from_string(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("data_dir", "output_root")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().resolve()
+
+    @field_validator("input_roots", "model_dirs")
+    @classmethod
+    def _existing_dirs(cls, roots: list[Path]) -> list[Path]:
+        resolved = [root.expanduser().resolve() for root in roots]
+        for root in resolved:
+            if not root.is_dir():
+                raise ValueError(f"{root} is not a directory")
+        return resolved
+
+    @field_validator("allowed_url_schemes")
+    @classmethod
+    def _schemes(cls, schemes: list[str]) -> list[str]:
+        lowered = [scheme.strip().lower() for scheme in schemes]
+        bad = [scheme for scheme in lowered if not _SCHEME.fullmatch(scheme)]
+        if bad:
+            raise ValueError(f"not URL schemes: {', '.join(map(repr, bad))}")
+        return lowered
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("api_key")
+    @classmethod
+    def _non_empty_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            raise ValueError("must not be empty (leave it unset to turn authentication off)")
+        return value
+
+    @property
+    def db_url(self) -> str:
+        """The SQLAlchemy URL of the job store: ``database_url`` or ``data_dir/jobs.db``."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'jobs.db'}"
+
+    @property
+    def outputs_dir(self) -> Path:
+        """Where job outputs go: ``output_root`` or ``data_dir/outputs``."""
+        return self.output_root or self.data_dir / "outputs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Where uploaded inputs are kept until their job is removed."""
+        return self.data_dir / "uploads"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> ServiceSettings:
+    """Settings from ``overrides`` (None values ignored), then the environment, then the TOML
+    file (``config_file``, else ``$VIDSHARD_CONFIG``, else none), then defaults.
+
+    Raises :class:`ConfigError` for an unreadable file, an unknown key or a bad value.
+    """
+    if config_file is None and os.environ.get(CONFIG_ENV):
+        config_file = Path(os.environ[CONFIG_ENV])
+    values = read_config_file(config_file) if config_file is not None else {}
+    try:
+        # Init values beat the environment, so it is merged here, between file and flags.
+        values.update(EnvSettingsSource(ServiceSettings)())
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return ServiceSettings(**values)
+    except SettingsError as exc:
+        raise ConfigError(f"invalid service settings: {exc}") from None
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The service settings in a TOML file, at its top level or in a ``[serve]`` table.
+
+    Relative paths in it are taken from the file's directory, not the working directory.
+    """
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+    serve = data.pop("serve", {})
+    if not isinstance(serve, dict):
+        raise ConfigError(f"config file {path}: 'serve' must be a table ([serve])")
+    twice = sorted(data.keys() & serve.keys())
+    if twice:
+        raise ConfigError(
+            f"config file {path}: {', '.join(twice)} set both at the top level and in [serve]"
+        )
+    values = {**data, **serve}
+    unknown = sorted(values.keys() - ServiceSettings.model_fields.keys())
+    if unknown:
+        raise ConfigError(f"config file {path}: {_unknown_names(unknown)}")
+    return _anchor_paths(values, path.parent)
+
+
+def _anchor_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    def anchored(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        given = Path(value).expanduser()
+        return given if given.is_absolute() else base / given
+
+    for name in _PATH_SETTINGS:
+        if name in values:
+            values[name] = anchored(values[name])
+    for name in ("input_roots", "model_dirs"):
+        if name in values:
+            roots = _split_list(values[name])
+            if isinstance(roots, list):
+                values[name] = [anchored(root) for root in roots]
+    return values
+
+
+def _unknown_names(names: list[str]) -> str:
+    known = list(ServiceSettings.model_fields)
+    parts = []
+    for name in names:
+        close = difflib.get_close_matches(name, known, n=1)
+        parts.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    return f"unknown setting{'s' if len(names) > 1 else ''} {', '.join(parts)}"
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    """One line naming each bad setting and what was wrong with it."""
+    unknown = [str(err["loc"][0]) for err in exc.errors() if err["type"] == "extra_forbidden"]
+    problems = [_unknown_names(unknown)] if unknown else []
+    problems += [_problem(err) for err in exc.errors() if err["type"] != "extra_forbidden"]
+    return ConfigError(f"invalid service settings: {'; '.join(problems)}")
+
+
+def _problem(err: ErrorDetails) -> str:
+    loc = err["loc"]
+    name = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
+    message = err["msg"].removeprefix("Value error, ")
+    shown = repr(err["input"])
+    if err["type"] == "value_error" or not loc or loc[0] in _HIDDEN_VALUES or len(shown) > 80:
+        return f"{name}: {message}"
+    return f"{name}: {message} (got {shown})"
