@@ -169,8 +169,9 @@ class JobService:
         params["model"] = params["model"] or self.settings.default_model
         model = self.check_model(params["model"], params["scale"])
         if kind != "url":
-            probe(source)  # a file that is not a video is refused now, not in an hour
-        name = request.output_name or _default_output_name(source, model.spec.scale)
+            probe(Path(source))  # a file that is not a video is refused now, not in an hour
+        source_name = Path(source.split("?", 1)[0].rsplit("/", 1)[-1] if kind == "url" else source)
+        name = request.output_name or _default_output_name(source_name, model.spec.scale)
         suffix = Path(name).suffix.lower()
         if suffix not in VIDEO_SUFFIXES:
             raise InputError(
@@ -181,7 +182,7 @@ class JobService:
         record = JobRecord(
             id=job_id,
             task=request.task,
-            input_path=str(source),
+            input_path=source,
             input_kind=kind,
             priority=request.priority,
             params=params,
@@ -210,14 +211,15 @@ class JobService:
             name = str(real) + (name[len(file_part) :] if file_part != name else "")
         return resolve_model(name, scale=scale)
 
-    def _input_of(self, request: JobRequest) -> tuple[Path, str]:
+    def _input_of(self, request: JobRequest) -> tuple[str, str]:
+        """(the input as stored: a real path, or a URL; its kind)."""
         if request.input is not None:
-            return security.resolve_input_path(request.input, self.settings.input_roots), "path"
+            path = security.resolve_input_path(request.input, self.settings.input_roots)
+            return str(path), "path"
         if request.upload_id is not None:
-            return self.upload_path(request.upload_id), "upload"
+            return str(self.upload_path(request.upload_id)), "upload"
         assert request.input_url is not None
-        url = security.check_url(request.input_url, self.settings.allowed_url_schemes)
-        return Path(url), "url"
+        return security.check_url(request.input_url, self.settings.allowed_url_schemes), "url"
 
     # --- uploads -----------------------------------------------------------------------
 
