@@ -457,6 +457,9 @@ class LocalExecutor(Executor):
                 return
             task = self._queue.get(worker.model, timeout=POLL_S)
             if task is None:
+                if not self._idle_worker_alive(worker) and not self._recover(worker):
+                    self._slot_died(worker)
+                    return
                 continue
             worker.cancelling = False
             worker.current = task  # from now on a cancel of its job reaches this slot
@@ -490,6 +493,19 @@ class LocalExecutor(Executor):
             if not self._recover(worker, count=not cancelled):
                 self._slot_died(worker)
                 return
+
+    def _idle_worker_alive(self, worker: _SlotWorker) -> bool:
+        """False (a failure noted) when an idle worker has died: restart it now, not when
+        a unit finds it gone, so the pool's health is true between jobs too."""
+        process = worker.process
+        if process is None or process.is_alive():
+            return True
+        process.join(EXIT_GRACE_S)
+        reason = f"worker {worker.slot.label} died while idle (exit code {process.exitcode})"
+        worker.state = "down"
+        worker.sink(WorkerDown(worker.slot.label, reason))
+        self._note_failure(worker, reason)
+        return False
 
     def _switch_model(self, worker: _SlotWorker, task: _Task) -> bool:
         """Restart ``worker`` with the task's model; False (task failed) if it cannot load.

@@ -1,7 +1,333 @@
-"""The endpoints of the seed services, mapped onto vidshard jobs (filled in below)."""
+"""The endpoints of two older services, mapped onto the same vidshard jobs, so that their
+clients keep working: a Celery super-resolution service (``POST /process_video``,
+``GET /status/{task_id}``) and a video-generation service (``POST /video/submit``,
+``/video/status``, ``/video/cancel``). Their words for states and fields are translated
+here and nowhere else; what vidshard cannot do yet is refused with a clear 422, never
+silently ignored.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from typing import Annotated, Any, Literal
 
-router = APIRouter()
+from fastapi import APIRouter, Body, Depends, Header
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vidshard.errors import InputError
+
+from ..jobs import JobService, LiveJob
+from ..schemas import JobRequest, UpscaleParams
+from ..store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
+from .deps import get_service, require_key
+
+Service = Annotated[JobService, Depends(get_service)]
+IdempotencyKey = Annotated[str | None, Header(max_length=255)]
+
+celery = APIRouter(tags=["compat: Celery SR service"])
+generation = APIRouter(prefix="/video", tags=["compat: video-generation service"])
+
+
+class Unsupported(InputError):
+    """A request the older service took that vidshard cannot honour yet (HTTP 422)."""
+
+
+def _result_url(job_id: str) -> str:
+    return f"/v1/jobs/{job_id}/result"
+
+
+def _submit(service: JobService, request: JobRequest, key: str | None) -> tuple[LiveJob, bool]:
+    record, created = service.submit(request, key)
+    return service.get(record.id), created
+
+
+# --- seed 000: the Celery super-resolution service ------------------------------------------
+
+CeleryState = Literal["PENDING", "STARTED", "SUCCESS", "FAILURE", "REVOKED"]
+CELERY_STATES: dict[str, CeleryState] = {
+    QUEUED: "PENDING",
+    RUNNING: "STARTED",
+    SUCCEEDED: "SUCCESS",
+    FAILED: "FAILURE",
+    CANCELLED: "REVOKED",
+}
+
+
+class ProcessVideoRequest(BaseModel):
+    """POST /process_video. Unknown fields are ignored, as the old service did."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    video_path: str = Field(min_length=1, max_length=4096, description="server path")
+    down_sample: bool = Field(
+        False, description="bring the output back to the input's size: not supported yet"
+    )
+    model: str | None = Field(None, min_length=1, max_length=1024, description="vidshard extra")
+    scale: int | None = Field(None, ge=1, le=16, description="vidshard extra")
+    priority: int = Field(0, ge=-100, le=100, description="vidshard extra; higher runs first")
+
+
+class CelerySubmitView(BaseModel):
+    task_id: str
+    status: CeleryState
+
+
+class CeleryResult(BaseModel):
+    output_path: str
+    video_url: str
+
+
+class CeleryTaskView(BaseModel):
+    """GET /status/{task_id}."""
+
+    task_id: str
+    status: CeleryState
+    progress: float = Field(description="0..1")
+    result: CeleryResult | None
+    error: str | None
+    queue_position: int | None = Field(description="1 = next to start; null unless queued")
+
+
+def celery_view(live: LiveJob) -> CeleryTaskView:
+    record = live.record
+    result = None
+    if record.state == SUCCEEDED and record.output_path is not None:
+        result = CeleryResult(output_path=record.output_path, video_url=_result_url(record.id))
+    return CeleryTaskView(
+        task_id=record.id,
+        status=CELERY_STATES[record.state],
+        progress=round(live.progress, 4),
+        result=result,
+        error=record.error,
+        queue_position=live.queue_position,
+    )
+
+
+@celery.post("/process_video", status_code=202, response_model=CelerySubmitView)
+def process_video(
+    body: ProcessVideoRequest, service: Service, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    """Queue an upscale of a server file. A repeat with the same ``Idempotency-Key``
+    returns the first job (200 instead of 202)."""
+    if body.down_sample:
+        raise Unsupported(
+            "down_sample: expected false (or left out), got true: bringing the output back "
+            "to the input's size is not supported by this server yet"
+        )
+    if "://" in body.video_path:
+        raise Unsupported(
+            f"video_path: expected a file path on the server, got {body.video_path!r} "
+            "(streams are not supported; for a download use POST /v1/jobs with input_url)"
+        )
+    request = JobRequest(
+        input=body.video_path,
+        params=UpscaleParams(model=body.model, scale=body.scale),
+        priority=body.priority,
+    )
+    live, created = _submit(service, request, idempotency_key)
+    view = CelerySubmitView(task_id=live.record.id, status=CELERY_STATES[live.record.state])
+    return JSONResponse(
+        view.model_dump(mode="json"),
+        status_code=202 if created else 200,
+        headers={"Location": f"/status/{live.record.id}"},
+    )
+
+
+@celery.get("/status/{task_id}", response_model=CeleryTaskView)
+def task_status(task_id: str, service: Service) -> CeleryTaskView:
+    """A task's Celery state, progress and result. Ids are taken with or without dashes."""
+    return celery_view(service.get(_job_id(task_id)))
+
+
+def _job_id(task_id: str) -> str:
+    """A job id from a Celery-style task id (a UUID, dashed or not); else as given."""
+    try:
+        return uuid.UUID(task_id).hex
+    except ValueError:
+        return task_id
+
+
+# --- seed 002: the video-generation service --------------------------------------------------
+
+GenerationState = Literal["InQueue", "InProgress", "Succeed", "Failed", "Cancelled"]
+GENERATION_STATES: dict[str, GenerationState] = {
+    QUEUED: "InQueue",
+    RUNNING: "InProgress",
+    SUCCEEDED: "Succeed",
+    FAILED: "Failed",
+    CANCELLED: "Cancelled",
+}
+
+# The fields of the old service's image-to-video request; any of them means "generate".
+GENERATE_FIELDS = frozenset(
+    {
+        "prompt",
+        "image_url",
+        "image_size",
+        "num_frames",
+        "guidance_scale",
+        "infer_steps",
+        "seed",
+        "negative_prompt",
+        "vae_parallel",
+        "ulysses_size",
+        "dit_fsdp",
+        "t5_fsdp",
+        "cfg_size",
+        "use_attentioncache",
+        "start_step",
+        "attentioncache_interval",
+        "end_step",
+        "sample_solver",
+        "sample_shift",
+    }
+)
+REQUEST_ID_PATTERN = r"^[0-9a-fA-F]{32}$"
+
+
+class VideoSubmitRequest(BaseModel):
+    """POST /video/submit with a vidshard job in the old service's envelope. Exactly one
+    input: ``video_path`` (or its vidshard name ``input``), ``upload_id`` or ``input_url``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: Literal["upscale"] = "upscale"
+    video_path: str | None = Field(None, min_length=1, max_length=4096, description="server path")
+    input: str | None = Field(None, min_length=1, max_length=4096, description="server path")
+    upload_id: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
+    input_url: str | None = Field(None, min_length=1, max_length=4096)
+    params: UpscaleParams = Field(default_factory=UpscaleParams)
+    priority: int = Field(0, ge=-100, le=100, description="higher runs first")
+    output_name: str | None = Field(None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> VideoSubmitRequest:
+        names = ("video_path", "input", "upload_id", "input_url")
+        given = [n for n in names if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of video_path (or input, a server path), upload_id or "
+                "input_url" + (f"; got {', '.join(given)}" if given else "")
+            )
+        return self
+
+    def job_request(self) -> JobRequest:
+        return JobRequest(
+            task=self.task,
+            input=self.video_path if self.video_path is not None else self.input,
+            upload_id=self.upload_id,
+            input_url=self.input_url,
+            params=self.params,
+            priority=self.priority,
+            output_name=self.output_name,
+        )
+
+
+class RequestIdBody(BaseModel):
+    """POST /video/status and /video/cancel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requestId: str = Field(pattern=REQUEST_ID_PATTERN, description="32 hex digits")
+
+    @property
+    def job_id(self) -> str:
+        return self.requestId.lower()
+
+
+class VideoSubmitView(BaseModel):
+    requestId: str
+
+
+class VideoResults(BaseModel):
+    video_url: str
+    video_path: str
+
+
+class VideoStatusView(BaseModel):
+    """POST /video/status."""
+
+    status: GenerationState
+    reason: str | None
+    results: VideoResults | None
+    queue_position: int | None = Field(description="1 = next to start; null unless queued")
+    progress: float = Field(description="0..1")
+    created_at: float = Field(description="epoch seconds")
+    updated_at: float = Field(description="epoch seconds")
+
+
+class VideoCancelView(BaseModel):
+    status: GenerationState
+
+
+def generation_view(live: LiveJob) -> VideoStatusView:
+    record = live.record
+    results = None
+    if record.state == SUCCEEDED and record.output_path is not None:
+        results = VideoResults(video_url=_result_url(record.id), video_path=record.output_path)
+    return VideoStatusView(
+        status=GENERATION_STATES[record.state],
+        reason=record.error,
+        results=results,
+        queue_position=live.queue_position,
+        progress=round(live.progress, 4),
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
+
+
+def _submit_body(body: dict[str, Any]) -> VideoSubmitRequest:
+    """The body as a vidshard job, once it is not a generation request."""
+    generate = sorted(GENERATE_FIELDS & body.keys())
+    if generate or body.get("task") == "generate":
+        got = f" (got {', '.join(generate)})" if generate else ""
+        raise Unsupported(
+            "the 'generate' task (image-to-video) is not available in this server yet"
+            f"{got}; submit an upscale job instead: "
+            '{"task": "upscale", "video_path": ..., "params": {...}}'
+        )
+    try:
+        return VideoSubmitRequest.model_validate(body)
+    except ValidationError as exc:  # answered like a body FastAPI validated itself
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+@generation.post("/submit", status_code=202, response_model=VideoSubmitView)
+def video_submit(
+    body: Annotated[
+        dict[str, Any],
+        Body(description="a vidshard job in the envelope: task, video_path, params, priority"),
+    ],
+    service: Service,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Queue a job. A generation request (prompt, image_url, ...) is refused with 422
+    until vidshard has a 'generate' task; a repeat with the same ``Idempotency-Key``
+    returns the first job (200 instead of 202)."""
+    request = _submit_body(body).job_request()
+    live, created = _submit(service, request, idempotency_key)
+    return JSONResponse(
+        VideoSubmitView(requestId=live.record.id).model_dump(mode="json"),
+        status_code=202 if created else 200,
+    )
+
+
+@generation.post("/status", response_model=VideoStatusView)
+def video_status(body: RequestIdBody, service: Service) -> VideoStatusView:
+    """Any job's state in the old service's words, with its result once it succeeded."""
+    return generation_view(service.get(body.job_id))
+
+
+@generation.post("/cancel", response_model=VideoCancelView)
+def video_cancel(body: RequestIdBody, service: Service) -> VideoCancelView:
+    """Cancel a queued or running job (409 once it has finished). The state answered is
+    the job's own: a running job that has not stopped within the wait is still InProgress."""
+    live = service.cancel(body.job_id)
+    return VideoCancelView(status=GENERATION_STATES[live.record.state])
+
+
+router = APIRouter(dependencies=[Depends(require_key)])
+router.include_router(celery)
+router.include_router(generation)
