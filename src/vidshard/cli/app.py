@@ -225,36 +225,42 @@ def upscale(
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: 8000].")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
     devices: Annotated[
-        str | None, typer.Option("--devices", "-d", help="Slots of the shared pool [default: all].")
+        str | None, typer.Option("--devices", "-d", help="Slots of the shared pool (default all).")
     ] = None,
     workers_per_device: Annotated[int | None, typer.Option(help="Slots per device.")] = None,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Job store, uploads and outputs [~/.local/share/vidshard].")
+        Path | None,
+        typer.Option(help="Job store, uploads and outputs (default ~/.local/share/vidshard)."),
     ] = None,
     input_root: Annotated[
         list[Path] | None,
-        typer.Option(help="A directory path inputs may come from (repeat for more) [cwd]."),
+        typer.Option(
+            help="A directory path inputs may come from (repeat; default: current directory)."
+        ),
     ] = None,
     output_root: Annotated[Path | None, typer.Option(help="Where outputs go.")] = None,
     model_dir: Annotated[
         list[Path] | None, typer.Option(help="A directory model files may come from (repeat).")
     ] = None,
-    max_running_jobs: Annotated[int | None, typer.Option(help="Jobs run at once [2].")] = None,
+    max_running_jobs: Annotated[
+        int | None, typer.Option(help="Jobs run at once (default 2).")
+    ] = None,
     job_ttl: Annotated[
-        int | None, typer.Option("--job-ttl", help="Seconds finished jobs are kept [86400].")
+        int | None,
+        typer.Option("--job-ttl", help="Seconds finished jobs are kept (default 86400)."),
     ] = None,
     config: Annotated[
         Path | None, typer.Option(help="A TOML settings file (also $VIDSHARD_CONFIG).")
     ] = None,
-    log_level: Annotated[str | None, typer.Option(help="Server log level [info].")] = None,
+    log_level: Annotated[str | None, typer.Option(help="Server log level (default info).")] = None,
 ) -> None:
     """Run the job service: HTTP API, dashboard, one device pool shared by all jobs.
 
-    Every setting can also come from a VIDSHARD_* environment variable (VIDSHARD_API_KEY
-    sets an API key) or the TOML file; flags win over both.
+    Settings also come from VIDSHARD_* environment variables or a TOML file; flags win.
+    Set VIDSHARD_API_KEY to require an API key.
     """
     with user_errors():
         from vidshard.service.settings import load_settings
