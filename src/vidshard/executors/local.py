@@ -22,6 +22,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from vidshard import errors
+from vidshard.devices.monitor import SlotRate
 from vidshard.devices.types import DeviceSlot
 from vidshard.engine.events import (
     DeviceQuarantined,
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 10.0
 EXIT_GRACE_S = 1.0  # a worker whose pipe closed is exiting: time to reap it
 POLL_S = 0.2
+RATE_WINDOW_S = 5.0  # a slot's fps is measured over this much recent time
 
 
 @dataclass(frozen=True)
@@ -95,22 +97,20 @@ class SlotState:
 
 
 class _Rate:
-    """Frames per second over the last few units of one slot."""
+    """What one slot has done: units and frames in all, and frames per second over the
+    last few seconds (from progress reports, so a slow unit shows while it runs)."""
 
     def __init__(self) -> None:
         self.units = 0
-        self.frames = 0
-        self._recent: list[tuple[int, float]] = []
+        self.recent = SlotRate(window_s=RATE_WINDOW_S)
 
-    def add(self, frames: int, seconds: float) -> None:
-        self.units += 1
-        self.frames += frames
-        self._recent = [*self._recent[-7:], (frames, seconds)]
+    @property
+    def frames(self) -> int:
+        return self.recent.frames
 
     @property
     def fps(self) -> float:
-        seconds = sum(s for _, s in self._recent)
-        return sum(f for f, _ in self._recent) / seconds if seconds > 0 else 0.0
+        return self.recent.recent_fps
 
 
 class _SlotWorker:
@@ -247,10 +247,11 @@ class _SlotWorker:
             last_heard = now
             kind = message[0]
             if kind == "progress":
+                self.rate.recent.add(message[2])
                 sink(UnitProgress(unit_id, label, frames=message[2]))
             elif kind == "done":
                 result: UnitResult = replace(message[1], slot_label=label)
-                self.rate.add(result.frames, result.seconds)
+                self.rate.units += 1
                 sink(UnitFinished(unit_id, label, result.frames, result.seconds))
                 task.future.set_result(result)
                 return True
