@@ -151,10 +151,12 @@ def test_cancel_stops_a_running_job_within_a_batch_and_frees_its_slots(
     assert not output.exists()
     assert not work_dir_for(output).exists()  # no partial segments left
     assert pool.restarts == 0  # the workers were asked, not killed
-    # the freed slots take the next job at once
+    # the freed slots take the next job at once; the same model, so the same worker
+    # processes, and units of the same names as the cancelled ones: none is cancelled
     pool.release_job("victim")
-    result = upscale_on(pool, "next", source, tmp_path / "next.mp4", model="lanczos", scale=2)
+    result = upscale_on(pool, "next", source, tmp_path / "next.mp4", model=slow)
     assert result.frames == 60
+    assert pool.restarts == 0
 
 
 def test_a_model_that_cannot_load_fails_its_job_only(
@@ -180,3 +182,38 @@ def test_a_model_that_cannot_load_fails_its_job_only(
     assert pool.quarantined() == []  # a bad model is not a bad device
     result = upscale_on(pool, "fine", source, tmp_path / "fine.mp4", model="lanczos", scale=2)
     assert result.frames == 60
+
+
+def test_a_cancel_never_reaches_a_later_unit_of_the_same_name(
+    clips: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """Two jobs have units of the same names; on one worker, cancelling the first job's
+    ``segment-00000`` must not stop the second job's ``segment-00000``."""
+    _folder, source, slow = clips
+    pool = LocalExecutor()
+    pool.start(parse_device_spec("cpu:1", [Device(kind="cpu", name="cpu")]), None, print)
+    try:
+        done: list[BaseException | int] = []
+
+        def run() -> None:
+            try:
+                upscale_on(pool, "first", source, tmp_path / "first.mp4", model=slow)
+            except BaseException as exc:
+                done.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(
+            s.state == "busy" for s in pool.slot_states()
+        ):
+            time.sleep(0.02)
+        time.sleep(0.1)  # inside segment-00000
+        pool.cancel_job("first")
+        thread.join(30)
+        assert len(done) == 1 and isinstance(done[0], Cancelled)
+        pool.release_job("first")
+        result = upscale_on(pool, "second", source, tmp_path / "second.mp4", model=slow)
+        assert result.frames == 60
+    finally:
+        pool.shutdown()

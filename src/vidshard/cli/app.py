@@ -340,5 +340,8 @@ def main() -> None:
     app(prog_name="vidshard")
 
 
+# `detect` and `track` live in their own module; importing it registers them on `app`.
+from vidshard.cli import detect as _detect  # noqa: E402, F401
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -117,6 +117,22 @@ def _match(
     return matched
 
 
+def _cuts(segments: Sequence[SegmentTracks]) -> list[int]:
+    """Which segment gives each frame: segment k from the middle of its overlap with k-1
+    (``cuts[k] <= frame < cuts[k + 1]``)."""
+    cuts = [segments[0].start_frame]
+    for prev, seg in itertools.pairwise(segments):
+        cuts.append(seg.start_frame + (prev.end_frame - seg.start_frame) // 2)
+    cuts.append(segments[-1].end_frame)
+    return cuts
+
+
+def frame_owners(segments: Sequence[SegmentTracks]) -> dict[int, int]:
+    """frame → the index of the segment :func:`stitch_segments` takes it from."""
+    cuts = _cuts(segments)
+    return {f: k for k in range(len(segments)) for f in range(cuts[k], cuts[k + 1])}
+
+
 def stitch_segments(
     segments: Sequence[SegmentTracks], iou_threshold: float = 0.5
 ) -> list[tuple[int, Detections]]:
@@ -146,11 +162,7 @@ def stitch_segments(
                     next_id += 1
         to_global.append(mapping)
 
-    # Which segment gives each frame: segment k from the middle of its overlap with k-1.
-    cuts = [segments[0].start_frame]
-    for prev, seg in itertools.pairwise(segments):
-        cuts.append(seg.start_frame + (prev.end_frame - seg.start_frame) // 2)
-    cuts.append(segments[-1].end_frame)
+    cuts = _cuts(segments)
 
     # Dense final ids in order of first appearance in the output (a provisional id may
     # belong to a track seen only in frames the other segment gave).

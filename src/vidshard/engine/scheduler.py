@@ -29,13 +29,19 @@ def run_units(
     depends_on: Mapping[str, Sequence[str]] | None = None,
     on_result: Callable[[WorkUnit, UnitResult], None] | None = None,
     on_retry: Callable[[WorkUnit, BaseException], None] | None = None,
+    on_error: Callable[[WorkUnit, BaseException], bool] | None = None,
     max_attempts: int = MAX_ATTEMPTS,
 ) -> dict[str, UnitResult]:
-    """Run every unit once, successfully; raise the first error that cannot be retried."""
+    """Run every unit once, successfully; raise the first error that cannot be retried.
+
+    ``on_error`` may take such an error instead (return True): the unit then counts as
+    done, without a result, and the others go on (a list of videos: one bad video).
+    """
     deps = {u.unit_id: set(depends_on.get(u.unit_id, ())) if depends_on else set() for u in units}
     by_id = {u.unit_id: u for u in units}
     attempts = dict.fromkeys(by_id, 0)
     done: dict[str, UnitResult] = {}
+    failed: set[str] = set()
     outstanding: dict[str, Future[UnitResult]] = {}
     finished: queue.Queue[str] = queue.Queue()
 
@@ -49,7 +55,7 @@ def run_units(
         for unit_id, needs in deps.items():
             if not needs:
                 submit(unit_id)
-        while len(done) < len(units):
+        while len(done) + len(failed) < len(units):
             try:
                 unit_id = finished.get(timeout=WAIT_S)
             except queue.Empty:
@@ -73,7 +79,10 @@ def run_units(
                 submit(unit_id)
                 continue
             if isinstance(exc, WorkerLost):
-                raise WorkerError(f"{unit_id} failed {attempts[unit_id]} times: {exc}") from exc
+                exc = WorkerError(f"{unit_id} failed {attempts[unit_id]} times: {exc}")
+            if on_error is not None and on_error(by_id[unit_id], exc):
+                failed.add(unit_id)
+                continue
             raise exc
         return done
     finally:

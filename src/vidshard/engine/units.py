@@ -60,7 +60,49 @@ class SeamUnit:
         return False
 
 
-WorkUnit = SegmentUnit | SeamUnit
+@dataclass(frozen=True)
+class TrackUnit:
+    """Detect (and track) objects on chosen frames of one video, in order; write the
+    per-frame results to ``out_path`` (a pickle of :class:`TrackedFrame` s)."""
+
+    unit_id: str
+    source: Path
+    video: VideoStreamInfo
+    indices: tuple[int, ...]  # frame indices to process, increasing (a part, with overlap)
+    out_path: Path
+    masks: bool = False  # keep masks, as RLE
+
+    @property
+    def frames(self) -> int:
+        return len(self.indices)
+
+    @property
+    def needs_model(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class AnnotateUnit:
+    """Draw boxes, ids and masks on a segment of a video and encode it as a piece."""
+
+    unit_id: str
+    source: Path
+    video: VideoStreamInfo
+    frame_range: tuple[int, int]
+    drawings: tuple[object, ...]  # per frame of the range: what to draw (see detect.annotate)
+    out_path: Path
+    settings: EncodeSettings
+
+    @property
+    def frames(self) -> int:
+        return self.frame_range[1] - self.frame_range[0]
+
+    @property
+    def needs_model(self) -> bool:
+        return False
+
+
+WorkUnit = SegmentUnit | SeamUnit | TrackUnit | AnnotateUnit
 
 
 @dataclass(frozen=True)

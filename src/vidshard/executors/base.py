@@ -5,14 +5,22 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from typing import Protocol
 
 from vidshard.devices.types import DeviceSlot
 from vidshard.engine.events import Event
 from vidshard.engine.units import UnitResult, WorkUnit
 from vidshard.errors import WorkerError
-from vidshard.models.registry import ModelRef
 
 EventSink = Callable[[Event], None]
+
+
+class Recipe(Protocol):
+    """What a worker builds its model from: a ``ModelRef`` (upscaling) or a
+    ``DetectRecipe`` (detection and tracking). Small, picklable, comparable."""
+
+    @property
+    def name(self) -> str: ...
 
 
 class WorkerLost(WorkerError):
@@ -23,7 +31,7 @@ class Executor(ABC):
     """Start one worker per slot with a model, run units on idle workers, shut down."""
 
     @abstractmethod
-    def start(self, slots: Sequence[DeviceSlot], model: ModelRef, on_event: EventSink) -> None:
+    def start(self, slots: Sequence[DeviceSlot], model: Recipe, on_event: EventSink) -> None:
         """Start the workers and return once every one is ready (or has failed)."""
 
     @abstractmethod

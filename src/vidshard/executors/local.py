@@ -9,6 +9,7 @@ the job.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import multiprocessing as mp
 import statistics
@@ -33,9 +34,8 @@ from vidshard.engine.events import (
     WorkerUp,
 )
 from vidshard.engine.units import UnitResult, WorkUnit
-from vidshard.models.registry import ModelRef
 
-from .base import EventSink, Executor, WorkerLost
+from .base import EventSink, Executor, Recipe, WorkerLost
 from .fair import FairQueue
 from .worker import worker_main
 
@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 10.0
 EXIT_GRACE_S = 1.0  # a worker whose pipe closed is exiting: time to reap it
 POLL_S = 0.2
+_TOKENS = itertools.count(1)  # one per unit sent to a worker, never reused
 RATE_WINDOW_S = 5.0  # a slot's fps is measured over this much recent time
 
 
@@ -77,8 +78,9 @@ class _Task:
     unit: WorkUnit
     future: Future[UnitResult]
     job: str = ""  # "" is the executor's own job (the CLI's one job)
-    model: ModelRef | None = None
+    model: Recipe | None = None
     sink: EventSink | None = None  # unit events go to the job that submitted the unit
+    token: int | None = None  # set when sent to a worker: names this run of the unit
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ class _Rate:
 class _SlotWorker:
     """The coordinator side of one worker process."""
 
-    def __init__(self, slot: DeviceSlot, model: ModelRef | None, sink: EventSink) -> None:
+    def __init__(self, slot: DeviceSlot, model: Recipe | None, sink: EventSink) -> None:
         self.slot = slot
         self.model = model  # None: an empty pool worker, loads the first job's model
         self.sink = sink
@@ -198,13 +200,16 @@ class _SlotWorker:
             if self.state == "busy":
                 self.state = "idle"
 
-    def cancel(self, unit_id: str) -> None:
-        """Ask the worker to stop ``unit_id`` before its next batch."""
+    def cancel(self, token: int) -> None:
+        """Ask the worker to stop the unit it was sent as ``token``, before its next batch.
+
+        Tokens, not unit ids: two jobs have units of the same name, and a late cancel
+        must not stop another job's unit."""
         self.cancelling = True
         conn = self.conn
         if conn is not None:
             with self._send_lock, contextlib.suppress(OSError):
-                conn.send(("cancel", unit_id))
+                conn.send(("cancel", token))
 
     def _run_unit(
         self, task: _Task, heartbeat_timeout_s: float, deadline_s: Callable[[], float | None]
@@ -217,7 +222,8 @@ class _SlotWorker:
         sink = task.sink or self.sink
         try:
             with self._send_lock:
-                conn.send(("unit", task.unit))
+                task.token = next(_TOKENS)
+                conn.send(("unit", task.unit, task.token))
         except OSError:  # the worker died while idle
             return self._lost(task, f"worker {label} was gone when {unit_id} came")
         sink(UnitStarted(unit_id, label))
@@ -310,7 +316,7 @@ class LocalExecutor(Executor):
         self._live: set[str] = set()
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._model: ModelRef | None = None
+        self._model: Recipe | None = None
         self._sink: EventSink = lambda _event: None
         self._failures: dict[str, int] = {}  # device label → failures in a row
         self._last_failure: dict[str, str] = {}
@@ -320,9 +326,7 @@ class LocalExecutor(Executor):
         self.restarts = 0  # worker restarts after a failure
         self.units_lost = 0  # units whose worker died or hung (each is retried)
 
-    def start(
-        self, slots: Sequence[DeviceSlot], model: ModelRef | None, on_event: EventSink
-    ) -> None:
+    def start(self, slots: Sequence[DeviceSlot], model: Recipe | None, on_event: EventSink) -> None:
         self._model = model
         self._sink = on_event
         self._workers = [_SlotWorker(slot, model, on_event) for slot in slots]
@@ -350,7 +354,7 @@ class LocalExecutor(Executor):
         return self.submit_for("", unit, self._model, self._sink)
 
     def submit_for(
-        self, job: str, unit: WorkUnit, model: ModelRef | None, sink: EventSink
+        self, job: str, unit: WorkUnit, model: Recipe | None, sink: EventSink
     ) -> Future[UnitResult]:
         """Queue a unit of ``job``, to run on a worker holding ``model``."""
         future: Future[UnitResult] = Future()
@@ -370,7 +374,7 @@ class LocalExecutor(Executor):
             future.set_exception(refused)
         return future
 
-    def job(self, job_id: str, model: ModelRef, priority: int = 0) -> PoolJob:
+    def job(self, job_id: str, model: Recipe, priority: int = 0) -> PoolJob:
         """A handle that runs one job's units on this pool, sharing it fairly."""
         with self._lock:
             self._closed_jobs.discard(job_id)
@@ -385,7 +389,7 @@ class LocalExecutor(Executor):
             self._closed_jobs.add(job_id)
             queued = self._queue.remove_job(job_id)
         _fail(queued, errors.Cancelled(f"job {job_id} was cancelled"))
-        told: set[tuple[str, str]] = set()
+        told: set[int] = set()
         deadline = time.monotonic() + wait_s
         while True:
             holding = [w for w in self._workers if (t := w.current) is not None and t.job == job_id]
@@ -401,9 +405,10 @@ class LocalExecutor(Executor):
                 break
             for worker in holding:  # units taken while this runs are told too
                 task = worker.current
-                if task is not None and (worker.slot.label, task.unit.unit_id) not in told:
-                    told.add((worker.slot.label, task.unit.unit_id))
-                    worker.cancel(task.unit.unit_id)
+                token = task.token if task is not None else None
+                if token is not None and token not in told:  # None: not sent yet
+                    told.add(token)
+                    worker.cancel(token)
             time.sleep(0.02)
         with self._lock:
             self._seconds_per_frame.pop(job_id, None)
@@ -647,15 +652,13 @@ class PoolJob(Executor):
     model and event sink (the pool's slots are already up), ``shutdown`` cancels what
     is left of the job and frees its slots; the pool stays up."""
 
-    def __init__(self, pool: LocalExecutor, job_id: str, model: ModelRef) -> None:
+    def __init__(self, pool: LocalExecutor, job_id: str, model: Recipe) -> None:
         self.pool = pool
         self.job_id = job_id
         self.model = model
         self._sink: EventSink = lambda _event: None
 
-    def start(
-        self, slots: Sequence[DeviceSlot], model: ModelRef | None, on_event: EventSink
-    ) -> None:
+    def start(self, slots: Sequence[DeviceSlot], model: Recipe | None, on_event: EventSink) -> None:
         if model is not None:
             self.model = model
         self._sink = on_event

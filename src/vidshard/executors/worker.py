@@ -88,8 +88,8 @@ class _Inbox:
         self._conn = conn
         self._messages: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
         self._lock = threading.Lock()
-        self._cancelled: set[str] = set()
-        self._current = ""
+        self._cancelled: set[object] = set()  # tokens of units cancelled so far
+        self._current: object = None
         self.cancel = threading.Event()  # set while the current unit is cancelled
         threading.Thread(target=self._read, name="inbox", daemon=True).start()
 
@@ -113,14 +113,15 @@ class _Inbox:
     def next(self) -> tuple[Any, ...] | None:
         return self._messages.get()
 
-    def begin(self, unit_id: str) -> None:
+    def begin(self, token: object) -> None:
         """A unit starts: the cancel flag follows it (a cancel may have come first)."""
         with self._lock:
-            self._current = unit_id
-            if unit_id in self._cancelled:
+            self._current = token
+            if token in self._cancelled:
                 self.cancel.set()
             else:
                 self.cancel.clear()
+            self._cancelled.discard(token)
 
 
 def worker_main(slot: DeviceSlot, conn: Connection) -> None:
@@ -147,7 +148,8 @@ def worker_main(slot: DeviceSlot, conn: Connection) -> None:
             from vidshard.devices.visibility import configure_torch_threads
             from vidshard.models.registry import build_model
 
-            model = build_model(model_ref)
+            # a DetectRecipe builds its own pipeline; a ModelRef goes through the registry
+            model = model_ref.build() if hasattr(model_ref, "build") else build_model(model_ref)
             if fault is not None:
                 fault.hit("load")
             model.load(slot.torch_device)
@@ -163,7 +165,7 @@ def worker_main(slot: DeviceSlot, conn: Connection) -> None:
 
 def _serve(inbox: _Inbox, channel: _Channel, model: Any, fault: Any = None) -> None:
     from vidshard.engine.segment import run_seam, run_segment
-    from vidshard.engine.units import SegmentUnit
+    from vidshard.engine.units import AnnotateUnit, SegmentUnit, TrackUnit
 
     while True:
         message = inbox.next()
@@ -172,7 +174,7 @@ def _serve(inbox: _Inbox, channel: _Channel, model: Any, fault: Any = None) -> N
         unit = message[1]
         report = channel.progress_fn(unit.unit_id)
         unit_id = unit.unit_id
-        inbox.begin(unit_id)
+        inbox.begin(message[2] if len(message) > 2 else unit_id)  # the coordinator's token
 
         def checkpoint(point: str, unit_id: str = unit_id) -> None:
             if fault is not None:
@@ -180,10 +182,18 @@ def _serve(inbox: _Inbox, channel: _Channel, model: Any, fault: Any = None) -> N
 
         try:
             checkpoint("start")
+            if unit.needs_model and model is None:
+                raise RuntimeError(f"{unit_id} needs a model and this worker has none")
             if isinstance(unit, SegmentUnit):
-                if model is None:
-                    raise RuntimeError(f"{unit_id} needs a model and this worker has none")
                 result = run_segment(unit, model, report, checkpoint, cancel=inbox.cancel)
+            elif isinstance(unit, TrackUnit):
+                from vidshard.engine.track import run_track
+
+                result = run_track(unit, model, report, cancel=inbox.cancel)
+            elif isinstance(unit, AnnotateUnit):
+                from vidshard.engine.track import run_annotate
+
+                result = run_annotate(unit, report, cancel=inbox.cancel)
             else:
                 result = run_seam(unit, report, cancel=inbox.cancel)
             report.flush()
