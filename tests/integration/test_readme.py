@@ -57,3 +57,20 @@ def test_python_api_example(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "car-x2.mp4 377" in printed
     assert probe(tmp_path / "car-x2.mp4").video.frame_count == 377
+
+
+@pytest.mark.slow
+def test_job_service_example(tmp_path, monkeypatch, capsys):
+    from tests.service_helpers import running_server
+
+    serve = block_containing("bash", "vidshard serve").splitlines()[1]
+    args = shlex.split(serve)[2:]  # drop "vidshard serve"
+    args[args.index("--data-dir") + 1] = str(tmp_path / "data")
+    args[args.index("--input-root") + 1] = str(EXAMPLES)
+    args[args.index("--devices") + 1] = "cpu:2"
+    monkeypatch.chdir(tmp_path)
+    with running_server(tmp_path / "data", *args) as server:
+        code = block_containing("python", "vidshard.Client(")
+        exec(compile(code.replace("http://127.0.0.1:8000", server.url), "README", "exec"), {})
+    assert capsys.readouterr().out.strip().endswith("succeeded 377")
+    assert probe(tmp_path / "car-x2-served.mp4").video.frame_count == 377
