@@ -12,8 +12,6 @@ from vidshard.errors import ConfigError, InputError
 
 from .app import app, err, out, user_errors
 
-WEIGHT_SUFFIXES = (".pt", ".onnx", ".engine", ".yaml", ".yml", ".torchscript")
-
 Inputs = Annotated[
     list[Path] | None, typer.Argument(help="Video files (or give --list).", show_default=False)
 ]
@@ -57,24 +55,6 @@ Devices = Annotated[
 WorkersPerDevice = Annotated[int, typer.Option(help="Worker slots per device.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
-
-
-def detector_kind(model: str, prompt: str | None) -> str:
-    """yolo, grounding-dino or class, from what ``--model`` names."""
-    head = model.split(":", 1)[0]
-    if ":" in model and (head.endswith(".py") or "/" not in head):
-        return "class"
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return "grounding-dino"
-    if path.suffix.lower() in WEIGHT_SUFFIXES:
-        return "yolo"
-    if not path.exists():
-        raise InputError(f"model not found: {model}")
-    raise ConfigError(
-        f"--model {model}: expected YOLO weights ({', '.join(WEIGHT_SUFFIXES)}), a Grounding "
-        "DINO folder, or file.py:Class"
-    )
 
 
 def _inputs(inputs: list[Path] | None, list_file: Path | None) -> list[str]:
@@ -173,9 +153,9 @@ def _recipe(
     detection_frequency: int = 1,
     masks: bool = False,
 ) -> object:
-    from vidshard.detect.pipeline import DetectorOptions, DetectRecipe
+    from vidshard.detect.pipeline import DetectorOptions, DetectRecipe, detector_kind
 
-    kind = detector_kind(model, prompt)
+    kind = detector_kind(model)
     weights = model if kind == "class" else str(Path(model).expanduser().resolve())
     names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
     recipe = DetectRecipe(

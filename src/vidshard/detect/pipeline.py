@@ -12,16 +12,36 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from vidshard.errors import ConfigError
+from vidshard.errors import ConfigError, ModelError
 
 from .types import Detections
 
 DETECTORS = ("yolo", "grounding-dino", "class")
+WEIGHT_SUFFIXES = (".pt", ".onnx", ".engine", ".yaml", ".yml", ".torchscript")
 TRACKERS = ("none", "bytetrack", "sam2")
+
+
+def detector_kind(model: str) -> str:
+    """yolo, grounding-dino or class, from what ``--model`` names."""
+    head = model.split(":", 1)[0]
+    if ":" in model and (head.endswith(".py") or "/" not in head):
+        return "class"
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise ModelError(f"model not found: {model}")
+    if path.is_dir():
+        return "grounding-dino"
+    if path.suffix.lower() in WEIGHT_SUFFIXES:
+        return "yolo"
+    raise ModelError(
+        f"--model {model}: expected YOLO weights ({', '.join(WEIGHT_SUFFIXES)}), a Grounding "
+        "DINO folder, or file.py:Class"
+    )
 
 
 class Detector(Protocol):

@@ -73,7 +73,8 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     problems = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"] if part != "body")
-        problems.append(f"{where}: {error['msg']}" if where else error["msg"])
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
     return JSONResponse({"error": "InvalidRequest", "detail": "; ".join(problems)}, status_code=422)
 
 

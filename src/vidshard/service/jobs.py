@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vidshard.detect.pipeline import DetectorOptions, DetectRecipe, detector_kind
 from vidshard.devices import discover_devices, parse_device_spec
 from vidshard.devices.monitor import DeviceMonitor
 from vidshard.devices.types import DeviceStatus
+from vidshard.engine.detect import DetectOptions, run_detect
 from vidshard.engine.progress import ProgressSnapshot
 from vidshard.engine.upscale import UpscaleOptions, run_upscale
 from vidshard.errors import Cancelled, InputError, ModelError, OutputError, VidshardError
@@ -33,7 +35,7 @@ from vidshard.media import probe
 from vidshard.models.registry import ModelRef, default_registry, resolve_model
 
 from . import security
-from .schemas import JobRequest
+from .schemas import TRACK_ONLY, JobRequest
 from .settings import ServiceSettings
 from .store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobRecord, JobStore
 
@@ -165,17 +167,27 @@ class JobService:
                 return existing, False
         job_id = uuid.uuid4().hex
         source, kind = self._input_of(request)
-        params = request.params.model_dump()
-        params["model"] = params["model"] or self.settings.default_model
-        model = self.check_model(params["model"], params["scale"])
+        source_name = Path(source.split("?", 1)[0].rsplit("/", 1)[-1] if kind == "url" else source)
+        if request.task == "upscale":
+            params = request.upscale_params.model_dump()
+            params["model"] = params["model"] or self.settings.default_model
+            model = self.check_model(params["model"], params["scale"])
+            default_name = _default_output_name(source_name, model.spec.scale)
+            suffixes: tuple[str, ...] = VIDEO_SUFFIXES
+        else:
+            params = request.detect_params.model_dump()
+            if request.task == "detect":
+                params = {k: v for k, v in params.items() if k not in TRACK_ONLY}
+            self.detect_recipe(request.task, params)  # refused now if it cannot work
+            default_name = f"{source_name.stem or 'output'}.jsonl"
+            suffixes = (".jsonl",)
         if kind != "url":
             probe(Path(source))  # a file that is not a video is refused now, not in an hour
-        source_name = Path(source.split("?", 1)[0].rsplit("/", 1)[-1] if kind == "url" else source)
-        name = request.output_name or _default_output_name(source_name, model.spec.scale)
+        name = request.output_name or default_name
         suffix = Path(name).suffix.lower()
-        if suffix not in VIDEO_SUFFIXES:
+        if suffix not in suffixes:
             raise InputError(
-                f"output_name: expected a {', '.join(VIDEO_SUFFIXES)} file name, got {name!r}"
+                f"output_name: expected a {', '.join(suffixes)} file name, got {name!r}"
             )
         output_dir = security.output_dir_for(job_id, self.settings.outputs_dir)
         output = output_dir / security.safe_filename(name, f"output{suffix}")
@@ -197,19 +209,49 @@ class JobService:
     def check_model(self, name: str, scale: int | None) -> ModelRef:
         """A built-in or plug-in model, or a model file inside ``model_dirs``."""
         if default_registry().get(name) is None:
-            file_part = name.split(":", 1)[0] if ".py:" in name else name
-            path = Path(file_part).expanduser()
-            if not path.is_absolute() and self.settings.model_dirs:
-                path = self.settings.model_dirs[0] / path
-            real = Path(os.path.realpath(path))
-            if not any(security.is_within(real, d) for d in self.settings.model_dirs):
-                raise security.AccessDenied(
-                    f"model {name!r}: not a built-in model, and model files are only "
-                    "taken from the server's model_dirs"
-                    + ("" if self.settings.model_dirs else " (none configured)")
-                )
-            name = str(real) + (name[len(file_part) :] if file_part != name else "")
+            name = self._model_file(name)
         return resolve_model(name, scale=scale)
+
+    def _model_file(self, name: str) -> str:
+        """``name`` (a file, folder or ``file.py:Class``) as a real path inside one of
+        ``model_dirs``; AccessDenied otherwise (a model file is code)."""
+        file_part = name.split(":", 1)[0] if ".py:" in name else name
+        path = Path(file_part).expanduser()
+        if not path.is_absolute() and self.settings.model_dirs:
+            path = self.settings.model_dirs[0] / path
+        real = Path(os.path.realpath(path))
+        if not any(security.is_within(real, d) for d in self.settings.model_dirs):
+            raise security.AccessDenied(
+                f"model {name!r}: not a built-in model, and model files are only "
+                "taken from the server's model_dirs"
+                + ("" if self.settings.model_dirs else " (none configured)")
+            )
+        return str(real) + (name[len(file_part) :] if file_part != name else "")
+
+    def detect_recipe(self, task: str, params: dict[str, Any]) -> DetectRecipe:
+        """The detect pipeline a ``detect`` or ``track`` job runs, its files checked."""
+        model = self._model_file(params["model"])
+        sam2 = self._model_file(params["sam2"]) if params.get("sam2") else None
+        tracking = task == "track"
+        recipe = DetectRecipe(
+            detector=detector_kind(model),
+            weights=model,
+            options=DetectorOptions(
+                conf=params["conf"],
+                iou=params["iou"],
+                classes=tuple(params["classes"]) if params.get("classes") else None,
+                imgsz=params["imgsz"],
+                half=params["half"],
+                batch_size=params["batch_size"],
+                prompt=params.get("prompt"),
+            ),
+            tracker=params["tracker"] if tracking else "none",
+            sam2=sam2 if tracking else None,
+            detection_frequency=params["detection_frequency"] if tracking else 1,
+            masks=bool(params["masks"]) if tracking else False,
+        )
+        recipe.validate()
+        return recipe
 
     def _input_of(self, request: JobRequest) -> tuple[str, str]:
         """(the input as stored: a real path, or a URL; its kind)."""
@@ -270,11 +312,16 @@ class JobService:
             )
         return LiveJob(record, position, None, None, record.frames_done, record.frames_total)
 
-    def result_path(self, job_id: str) -> Path:
+    def result_path(self, job_id: str, name: str | None = None) -> Path:
+        """The job's output file, or another file of its output folder by ``name``."""
         live = self.get(job_id)
         if live.record.state != SUCCEEDED or live.record.output_path is None:
             raise Conflict(f"job {job_id} has no result: it is {live.record.state}")
         path = Path(live.record.output_path)
+        if name is not None:
+            if name != Path(name).name or name.startswith("."):
+                raise InputError(f"name: expected a file name of the job's outputs, got {name!r}")
+            path = path.parent / name
         if not path.is_file():
             raise NotFound(f"the result of job {job_id} is gone (expired or removed)")
         return path
@@ -380,6 +427,9 @@ class JobService:
             output.parent.mkdir(parents=True, exist_ok=True)
             source = self._fetch(record, output.parent)
             params = dict(record.params)
+            if record.task != "upscale":
+                self._run_detect(running, source, output)
+                return
             options = UpscaleOptions(
                 **{k: v for k, v in params.items() if k in _OPTION_NAMES}, resume=True
             )
@@ -415,6 +465,38 @@ class JobService:
                 self._running.pop(job_id, None)
             self.finished_jobs += 1
             self._wake.set()
+
+    def _run_detect(self, running: _Running, source: Path, output: Path) -> None:
+        record = running.record
+        params = record.params
+        recipe = self.detect_recipe(record.task, params)
+
+        def executor(recipe: DetectRecipe) -> Executor:
+            if running.cancel.is_set():
+                raise Cancelled(f"job {record.id} was cancelled")
+            return self.pool.job(record.id, recipe, record.priority)
+
+        output.unlink(missing_ok=True)  # a rerun after a restart starts the file over
+        result = run_detect(
+            [source],
+            output,
+            recipe,
+            DetectOptions(
+                sample_fps=params.get("fps"),
+                max_frames=params.get("max_frames"),
+                overlap_frames=params.get("overlap_frames", 8),
+                annotate_dir=output.parent if params.get("annotate") else None,
+            ),
+            on_progress=lambda snap: self._progress(running, snap),
+            executor=executor,
+        )
+        if running.cancel.is_set():
+            raise Cancelled(f"job {record.id} was cancelled")
+        if result.failed:
+            raise InputError(result.failed[0].error or "the video failed")
+        self.store.transition(
+            record.id, [RUNNING], SUCCEEDED, frames_done=result.frames, frames_total=result.frames
+        )
 
     def _finish_failed(self, running: _Running, output: Path, exc: BaseException) -> None:
         job_id = running.record.id

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 
 from ..jobs import JobService, LiveJob, TooLarge
-from ..schemas import JobList, JobRequest, JobResult, JobState, JobView, UploadView
+from ..schemas import JobFile, JobList, JobRequest, JobResult, JobState, JobView, UploadView
 from .deps import get_service, require_key
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], tags=["jobs"])
@@ -26,7 +27,17 @@ def job_view(live: LiveJob) -> JobView:
             size: int | None = os.path.getsize(record.output_path)
         except OSError:
             size = None
-        result = JobResult(path=record.output_path, url=url, bytes=size)
+        folder = Path(record.output_path).parent
+        files = (
+            [
+                JobFile(name=f.name, url=f"{url}?name={f.name}", bytes=f.stat().st_size)
+                for f in sorted(folder.iterdir())
+                if f.is_file() and not f.name.startswith(".")
+            ]
+            if folder.is_dir()
+            else []
+        )
+        result = JobResult(path=record.output_path, url=url, bytes=size, files=files)
     input_shown = record.input_path
     if record.input_kind == "upload":
         input_shown = os.path.basename(record.input_path)
@@ -96,11 +107,25 @@ def cancel_job(job_id: str, service: Service) -> JobView:
     return job_view(service.cancel(job_id))
 
 
+MEDIA_TYPES = {".mp4": "video/mp4", ".mkv": "video/x-matroska", ".mov": "video/quicktime"}
+
+
 @router.get("/jobs/{job_id}/result")
-def job_result(job_id: str, service: Service) -> FileResponse:
-    """The output file of a succeeded job, streamed."""
-    path = service.result_path(job_id)
-    return FileResponse(path, media_type="video/mp4", filename=path.name)
+def job_result(
+    job_id: str,
+    service: Service,
+    name: Annotated[
+        str | None, Query(max_length=255, description="another output file of the job")
+    ] = None,
+) -> FileResponse:
+    """The output file of a succeeded job (or, with ``name``, another of its files:
+    a detect job's annotated video), streamed."""
+    path = service.result_path(job_id, name)
+    if path.suffix == ".jsonl":
+        media_type = "application/x-ndjson"
+    else:
+        media_type = MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    return FileResponse(path, media_type=media_type, filename=path.name)
 
 
 @router.post("/uploads", status_code=201, response_model=UploadView)
