@@ -153,13 +153,19 @@ class DetectPipeline:
         if self.tracker is not None:
             self.tracker.load(device)
 
-    def run(self, frames: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, Detections]]:
+    def run(
+        self, frames: Iterable[tuple[int, np.ndarray]], fps: float | None = None
+    ) -> Iterator[tuple[int, Detections]]:
         """(index, image) in order → (index, detections), in the same order.
 
         Detection runs in batches; tracking one frame at a time. The tracker is reset
-        first: each call is a segment on its own.
+        first: each call is a segment on its own. ``fps`` is the rate of the frames the
+        tracker sees (after sampling), for trackers that count time in frames.
         """
         if self.tracker is not None:
+            set_fps = getattr(self.tracker, "set_fps", None)
+            if fps is not None and fps > 0 and set_fps is not None:
+                set_fps(fps)
             self.tracker.reset()
         every = 1
         if self.tracker is not None and not self.tracker.needs_detections_every_frame:

@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[ProgressSnapshot], None]
 PhaseFn = Callable[[str], None]
-SPLIT_SLACK = 1.25  # a video up to 1.25 x its share stays whole
+SPLIT_SLACK = 1.25  # a video up to 1.25 x a part's size stays whole
+PARTS_PER_SHARE = 2
 MIN_PART_FRAMES = 16  # parts shorter than this cost more than they spread
 ANNOTATED_SUFFIXES = (".mp4", ".mkv", ".mov")
 
@@ -316,7 +317,9 @@ def _plan(
         if video.info is not None:
             video.indices = sample_indices(video.info.video, options.sample_fps, options.max_frames)
     total = sum(len(v.indices) for v in videos)
-    share = max(1.0, total / max(1, slots))
+    # Parts of at most half a slot's share: the longest-first queue then evens the
+    # slots out to within half a share, so the last slot to finish waits little.
+    share = max(1.0, total / max(1, slots) / PARTS_PER_SHARE)
     overlap = options.overlap_frames if recipe.tracker != "none" else 0
     units: list[TrackUnit] = []
     for n, video in enumerate(videos):

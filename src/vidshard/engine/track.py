@@ -65,7 +65,7 @@ def run_track(
                 yield frame.index, frame.image
 
     results: list[TrackedFrame] = []
-    for index, dets in pipeline.run(frames()):
+    for index, dets in pipeline.run(frames(), fps=_rate(video, unit.indices)):
         masks = None
         if unit.masks and dets.masks is not None:
             masks = tuple(mask_to_rle(m) for m in dets.masks)
@@ -86,6 +86,14 @@ def run_track(
         seconds=time.monotonic() - started,
         outputs=(unit.out_path,),
     )
+
+
+def _rate(video: Any, indices: tuple[int, ...]) -> float | None:
+    """Frames per second of the frames processed (the video's own rate, or the sampled)."""
+    if len(indices) < 2:
+        return float(video.avg_rate) if video.avg_rate else None
+    span = float((video.pts[indices[-1]] - video.pts[indices[0]]) * video.time_base)
+    return (len(indices) - 1) / span if span > 0 else None
 
 
 def load_tracked(path: Any) -> list[TrackedFrame]:
