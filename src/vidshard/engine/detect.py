@@ -223,8 +223,10 @@ def run_detect(
                 if video.written:
                     return
                 video.written = True
+                finished = sum(v.written for v in videos)
             record = _record(video, recipe)
             sink.write(record)
+            phase(f"{finished}/{len(videos)} videos")
             if on_video is not None:
                 frames = sum(len(r) for r in video.results.values()) if not video.error else 0
                 on_video(VideoOutcome(video.path, frames, video.error))
