@@ -49,3 +49,24 @@ def audio_packets(path: Path) -> list[tuple[int, int, bytes]]:
             micros = round(packet.pts * packet.time_base * 1_000_000)
             out.append((streams.index(packet.stream), micros, bytes(packet)))
     return sorted(out, key=lambda p: (p[0], p[1]))
+
+
+def slow_model_source(class_name: str = "Slow", per_frame_s: float = 0.05) -> str:
+    """A model file's text: nearest x2, ``per_frame_s`` a frame, deterministic, slow
+    enough to watch, interrupt or cancel (workers load it as ``file.py:ClassName``)."""
+    return f'''
+import time
+from vidshard.models import ModelSpec
+
+
+class {class_name}:
+    def __init__(self):
+        self.spec = ModelSpec(name="{class_name.lower()}", scale=2)
+
+    def load(self, device):
+        pass
+
+    def run(self, batch):
+        time.sleep({per_frame_s} * len(batch))
+        return batch.repeat(2, axis=1).repeat(2, axis=2)
+'''

@@ -19,6 +19,7 @@ import av
 import pytest
 from rich.console import Console
 from tests.clips import ClipSpec, write_clip
+from tests.helpers import slow_model_source
 from tests.service_helpers import Server, free_port, running_server
 
 import vidshard
@@ -35,21 +36,7 @@ from vidshard.client import (
 )
 from vidshard.errors import Cancelled, InputError, OutputError
 
-SLOW_MODEL = """
-import time
-from vidshard.models import ModelSpec
-
-class Slow:
-    def __init__(self):
-        self.spec = ModelSpec(name="slow", scale=2)
-
-    def load(self, device):
-        pass
-
-    def run(self, batch):
-        time.sleep(0.05 * len(batch))
-        return batch.repeat(2, axis=1).repeat(2, axis=2)
-"""
+SLOW_MODEL = slow_model_source("Slow", 0.05)
 FAST = {"model": "lanczos", "scale": 2, "preset": "ultrafast"}
 FRAMES = 24
 SIZE_WH = (64, 48)

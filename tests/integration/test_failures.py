@@ -18,31 +18,14 @@ from pathlib import Path
 import psutil
 import pytest
 from tests.clips import ClipSpec, write_clip
-from tests.helpers import frame_hashes, frame_times
+from tests.helpers import frame_hashes, frame_times, slow_model_source
 
 import vidshard
 from vidshard.engine.upscale import work_dir_for
 from vidshard.errors import WorkerError
 from vidshard.executors import local
 
-SLOW_MODEL = '''
-import time
-import numpy as np
-from vidshard.models import ModelSpec
-
-class SlowNearest:
-    """Nearest x2, 20 ms a frame: deterministic, and slow enough to interrupt."""
-
-    def __init__(self):
-        self.spec = ModelSpec(name="slow-nearest", scale=2)
-
-    def load(self, device):
-        pass
-
-    def run(self, batch):
-        time.sleep(0.02 * len(batch))
-        return batch.repeat(2, axis=1).repeat(2, axis=2)
-'''
+SLOW_MODEL = slow_model_source("SlowNearest", 0.02)
 
 OPTIONS = {"devices": "cpu:2", "segment_seconds": 0.4, "crf": 0, "preset": "ultrafast"}
 

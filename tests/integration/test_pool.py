@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from tests.clips import ClipSpec, write_clip
-from tests.helpers import frame_hashes
+from tests.helpers import frame_hashes, slow_model_source
 
 from vidshard.devices.spec import parse_device_spec
 from vidshard.devices.types import Device
@@ -22,23 +22,7 @@ from vidshard.engine.upscale import UpscaleOptions, run_upscale, work_dir_for
 from vidshard.errors import Cancelled, ModelError
 from vidshard.executors.local import LocalExecutor
 
-SLOW_MODEL = '''
-import time
-from vidshard.models import ModelSpec
-
-class SlowNearest:
-    """Nearest x2, 30 ms a frame: deterministic, slow enough to watch and to cancel."""
-
-    def __init__(self):
-        self.spec = ModelSpec(name="slow-nearest", scale=2)
-
-    def load(self, device):
-        pass
-
-    def run(self, batch):
-        time.sleep(0.03 * len(batch))
-        return batch.repeat(2, axis=1).repeat(2, axis=2)
-'''
+SLOW_MODEL = slow_model_source("SlowNearest", 0.03)
 
 OPTIONS = {"segment_seconds": 0.4, "crf": 0, "preset": "ultrafast"}
 

@@ -20,26 +20,13 @@ import av
 import pytest
 from fastapi.testclient import TestClient
 from tests.clips import ClipSpec, write_clip
+from tests.helpers import slow_model_source
 
 from vidshard.service.app import create_app
 from vidshard.service.settings import load_settings
 from vidshard.service.store import RUNNING, JobRecord
 
-SLOW_MODEL = """
-import time
-from vidshard.models import ModelSpec
-
-class Slow:
-    def __init__(self):
-        self.spec = ModelSpec(name="slow", scale=2)
-
-    def load(self, device):
-        pass
-
-    def run(self, batch):
-        time.sleep(0.05 * len(batch))
-        return batch.repeat(2, axis=1).repeat(2, axis=2)
-"""
+SLOW_MODEL = slow_model_source("Slow", 0.05)
 FAST = {"model": "lanczos", "scale": 2, "preset": "ultrafast"}
 SLOW = {"model": "slow.py:Slow", "preset": "ultrafast", "segment_seconds": 0.5}
 FINAL = ("succeeded", "failed", "cancelled")

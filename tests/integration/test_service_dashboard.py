@@ -14,27 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.clips import ClipSpec, write_clip
+from tests.helpers import slow_model_source
 from tests.service_helpers import running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 WAIT_S = 20.0
-SLOW_MODEL = """
-import time
-from vidshard.models import ModelSpec
-
-
-class Slow:
-    def __init__(self):
-        self.spec = ModelSpec(name="slow", scale=2)
-
-    def load(self, device):
-        pass
-
-    def run(self, batch):
-        time.sleep(0.05 * len(batch))
-        return batch.repeat(2, axis=1).repeat(2, axis=2)
-"""
+SLOW_MODEL = slow_model_source("Slow", 0.05)
 
 
 @pytest.fixture(scope="module")

@@ -15,26 +15,12 @@ import httpx
 import psutil
 import pytest
 from tests.clips import ClipSpec, write_clip
-from tests.helpers import frame_hashes
+from tests.helpers import frame_hashes, slow_model_source
 from tests.service_helpers import Server, running_server, start_server
 
 import vidshard
 
-SLOW_MODEL = """
-import time
-from vidshard.models import ModelSpec
-
-class Slow:
-    def __init__(self):
-        self.spec = ModelSpec(name="slow", scale=2)
-
-    def load(self, device):
-        pass
-
-    def run(self, batch):
-        time.sleep(0.04 * len(batch))
-        return batch.repeat(2, axis=1).repeat(2, axis=2)
-"""
+SLOW_MODEL = slow_model_source("Slow", 0.04)
 PARAMS = {"model": "slow.py:Slow", "crf": 0, "preset": "ultrafast", "segment_seconds": 0.4}
 
 

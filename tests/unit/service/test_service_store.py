@@ -1,4 +1,5 @@
 import dataclasses
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,10 +20,23 @@ from vidshard.service.store import (
     JobStore,
 )
 
+POSTGRES_ENV = "VIDSHARD_TEST_POSTGRES_URL"  # e.g. postgresql+psycopg://u:p@127.0.0.1/db
 
-@pytest.fixture
-def store(tmp_path):
-    store = JobStore(f"sqlite:///{tmp_path / 'db' / 'jobs.db'}")  # db/ does not exist yet
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    """The same tests on SQLite, and on PostgreSQL when $VIDSHARD_TEST_POSTGRES_URL names
+    a database to use (emptied first)."""
+    if request.param == "sqlite":
+        store = JobStore(f"sqlite:///{tmp_path / 'db' / 'jobs.db'}")  # db/ does not exist yet
+    else:
+        url = os.environ.get(POSTGRES_ENV)
+        if not url:
+            pytest.skip(f"no PostgreSQL: set {POSTGRES_ENV} to run the store tests on one")
+        store = JobStore(url)
+        store.create_all()
+        for record in store.list(limit=100_000)[0]:
+            store.delete(record.id)
     store.create_all()
     yield store
     store.close()
@@ -308,7 +322,9 @@ def test_in_memory_database_is_shared_between_threads():
     assert {r.id for r in store.list()[0]} == set(ids)
 
 
-def test_sqlite_uses_wal(store, tmp_path):
+def test_sqlite_uses_wal(store, tmp_path, request):
+    if request.node.callspec.params["store"] != "sqlite":
+        pytest.skip("WAL is SQLite's")
     store.add(job())
     assert (tmp_path / "db" / "jobs.db-wal").exists()
 
