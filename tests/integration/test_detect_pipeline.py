@@ -217,3 +217,18 @@ def test_cli_detect_and_errors(media: dict[str, Path], tmp_path: Path) -> None:
         text=True,
     )
     assert no_inputs.returncode == 2 and "no videos" in no_inputs.stderr
+
+
+def test_a_list_of_only_bad_videos_starts_no_workers(
+    media: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vidshard.executors.local import LocalExecutor
+
+    def refuse(*_args: object) -> None:
+        raise AssertionError("no worker should start for a list with nothing to do")
+
+    monkeypatch.setattr(LocalExecutor, "start", refuse)
+    out = tmp_path / "out.jsonl"
+    result = run_detect([tmp_path / "gone.mp4"], out, recipe(media), DetectOptions(devices="cpu:2"))
+    assert [v.error for v in result.videos] == [f"{tmp_path / 'gone.mp4'}: no such file"]
+    assert json.loads(out.read_text())["error"].endswith("no such file")

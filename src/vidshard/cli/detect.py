@@ -90,7 +90,9 @@ def _run(
             if outcome.error is None:
                 err.print(f"[green]done[/] {outcome.path} ({outcome.frames} frames)")
             else:
-                err.print(f"[red]failed[/] {outcome.path}: {outcome.error}", highlight=False)
+                error = outcome.error
+                where = "" if error.startswith(outcome.path) else f"{outcome.path}: "
+                err.print(f"[red]failed[/] {where}{error}", highlight=False)
 
         result = run_detect(
             videos,

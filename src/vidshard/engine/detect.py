@@ -266,14 +266,15 @@ def run_detect(
 
         runner = pool or create_executor(options.executor)
         try:
-            phase(f"starting {slot_count} worker(s)")
-            runner.start(slots, recipe, on_event)
-            ok = [v for v in videos if v.error is None]
-            phase(f"{len(ok)} video(s) in {len(units)} part(s) on {slot_count} slot(s)")
-            if units:
+            if units:  # none when every video failed its probe: no workers to start
+                phase(f"starting {slot_count} worker(s)")
+                runner.start(slots, recipe, on_event)
+                ok = [v for v in videos if v.error is None]
+                phase(f"{len(ok)} video(s) in {len(units)} part(s) on {slot_count} slot(s)")
                 run_units(runner, units, on_result=on_result, on_retry=on_retry, on_error=on_error)
-            if options.annotate_dir is not None:
-                _annotate(runner, [v for v in videos if v.error is None], options, work.path, phase)
+                drawable = [v for v in videos if v.error is None]
+                if options.annotate_dir is not None and drawable:
+                    _annotate(runner, drawable, options, work.path, phase)
         finally:
             runner.shutdown()
         work.remove()
