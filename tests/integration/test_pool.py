@@ -201,3 +201,40 @@ def test_a_cancel_never_reaches_a_later_unit_of_the_same_name(
         assert result.frames == 60
     finally:
         pool.shutdown()
+
+
+CHATTY_MODEL = """
+import logging
+from vidshard.models import ModelSpec
+
+log = logging.getLogger("chatty")
+
+
+class Chatty:
+    def __init__(self):
+        self.spec = ModelSpec(name="chatty", scale=1)
+
+    def load(self, device):
+        log.warning("loading on %s", device)
+
+    def run(self, batch):
+        log.warning("a batch of %d", len(batch))
+        return batch
+"""
+
+
+def test_worker_log_lines_reach_the_coordinators_logging(
+    clips: tuple[Path, Path, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """So they print above a progress bar (rich redirects this process's output), and
+    carry the slot they came from."""
+    folder, source, _slow = clips
+    (folder / "chatty.py").write_text(CHATTY_MODEL)
+    caplog.set_level("WARNING", logger="chatty")
+    options = UpscaleOptions(**{**OPTIONS, "model": f"{folder / 'chatty.py'}:Chatty"})
+    run_upscale(
+        source, tmp_path / "out.mp4", UpscaleOptions(**{**vars(options), "devices": "cpu:1"})
+    )
+    lines = [r.getMessage() for r in caplog.records if r.name == "chatty"]
+    assert "[cpu#0] loading on cpu" in lines
+    assert any(line.startswith("[cpu#0] a batch of ") for line in lines)

@@ -73,6 +73,13 @@ def rebuild_error(type_name: str, message: str, trace: str, where: str) -> BaseE
     return errors.WorkerError(f"{where}: {type_name}: {message}")
 
 
+def relay_log(message: tuple[Any, ...], slot_label: str) -> None:
+    """A worker's log record, logged here: through the coordinator's handlers, so it
+    prints above a progress bar instead of through it."""
+    _, level, name, text = message
+    logging.getLogger(name).log(level, "[%s] %s", slot_label, text)
+
+
 @dataclass
 class _Task:
     unit: WorkUnit
@@ -153,13 +160,19 @@ class _SlotWorker:
     def await_ready(self, timeout_s: float) -> bool:
         """Wait for the ready handshake; False (with ``load_error`` set) on failure."""
         assert self.conn is not None and self.process is not None
-        ready = wait([self.conn, self.process.sentinel], timeout=timeout_s)
-        message: tuple[Any, ...] | None = None
-        if self.conn in ready:
-            try:
-                message = self.conn.recv()
-            except (EOFError, OSError):  # killed while loading: reset or closed pipe
-                message = None
+        deadline = time.monotonic() + timeout_s
+        while True:  # log lines may come before the answer
+            left = max(0.0, deadline - time.monotonic())
+            ready = wait([self.conn, self.process.sentinel], timeout=left)
+            message: tuple[Any, ...] | None = None
+            if self.conn in ready:
+                try:
+                    message = self.conn.recv()
+                except (EOFError, OSError):  # killed while loading: reset or closed pipe
+                    message = None
+            if message is None or message[0] != "log":
+                break
+            relay_log(message, self.slot.label)
         if message is not None and message[0] == "ready":
             self.pid = message[1]
             self.state = "idle"
@@ -252,7 +265,9 @@ class _SlotWorker:
                 return self._lost(task, f"worker {label} died running {unit_id}")
             last_heard = now
             kind = message[0]
-            if kind == "progress":
+            if kind == "log":
+                relay_log(message, label)
+            elif kind == "progress":
                 self.rate.recent.add(message[2])
                 sink(UnitProgress(unit_id, label, frames=message[2]))
             elif kind == "done":

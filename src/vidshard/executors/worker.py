@@ -7,6 +7,7 @@ process argument, so unpickling it cannot import a framework early either.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -56,6 +57,20 @@ class _Channel:
 
         report.flush = flush  # type: ignore[attr-defined]
         return report
+
+
+class _PipeLog(logging.Handler):
+    """Sends log records to the coordinator, which logs them (so a worker's warning
+    prints above the progress bar, not through it)."""
+
+    def __init__(self, channel: _Channel) -> None:
+        super().__init__()
+        self.channel = channel
+        self.setFormatter(logging.Formatter("%(message)s"))  # level and name travel apart
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):  # the coordinator is gone: nobody to tell
+            self.channel.send(("log", record.levelno, record.name, self.format(record)))
 
 
 def describe_error(exc: BaseException) -> tuple[str, str, str]:
@@ -142,8 +157,9 @@ def worker_main(slot: DeviceSlot, conn: Connection) -> None:
         model_ref = message[1]
         logging.basicConfig(
             level=message[2] if len(message) > 2 else logging.WARNING,
-            format=f"%(levelname)s {slot.label} %(name)s: %(message)s",
+            handlers=[_PipeLog(channel)],
         )
+        logging.captureWarnings(True)  # warnings too: they reach the user the same way
         if model_ref is not None:  # None: a pool worker waiting for its first job
             from vidshard.devices.visibility import configure_torch_threads
             from vidshard.models.registry import build_model
