@@ -79,19 +79,24 @@ def work_files(data_dir: Path, job_id: str) -> list[Path]:
 def test_a_killed_server_finishes_the_job_after_a_restart(
     setup: dict[str, Any], tmp_path: Path
 ) -> None:
+    """One job runs, one waits; kill everything; the next server resumes the first from
+    its finished segments and then runs the second, which kept its place."""
     data_dir = tmp_path / "data"
-    server = start_server(data_dir, *setup["args"])
+    args = [*setup["args"], "--max-running-jobs", "1"]
+    server = start_server(data_dir, *args)
     try:
         job_id = submit(server)
+        waiting = submit(server)
         wait_until(server, job_id, lambda j: j["frames_done"] >= 40)
         deadline = time.monotonic() + 30
         while len(work_files(data_dir, job_id)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        kept = len(work_files(data_dir, job_id))
-        assert kept >= 2
+        assert len(work_files(data_dir, job_id)) >= 2
+        assert job(server, waiting)["queue_position"] == 1
     finally:
         server.kill()  # SIGKILL to the whole group: server and workers, mid-job
-    with running_server(data_dir, *setup["args"]) as again:
+    with running_server(data_dir, *args) as again:
+        assert job(again, waiting)["state"] == "queued"
         done = wait_until(again, job_id, finished)
         assert done["state"] == "succeeded", done
         assert done["attempts"] == 2
@@ -99,6 +104,9 @@ def test_a_killed_server_finishes_the_job_after_a_restart(
         assert frame_hashes(output) == setup["reference"]
         download = httpx.get(f"{again.url}{done['result']['url']}", timeout=30)
         assert download.status_code == 200 and download.content == output.read_bytes()
+        second = wait_until(again, waiting, finished)
+        assert second["state"] == "succeeded" and second["attempts"] == 1
+        assert second["started_at"] >= done["finished_at"]
     log = again.log.read_text()
     assert "requeued 1 job(s)" in log
     assert "resuming:" in log  # the manifest's finished units were reused
