@@ -256,12 +256,15 @@ class Client:
         priority: int = 0,
         idempotency_key: str | None = None,
         output_name: str | None = None,
+        task: str = "upscale",
         **params: Any,
     ) -> Job:
-        """Queue an upscale job. The input is exactly one of ``input`` (a path on the
-        *server*, inside its input roots), ``upload`` (a local file, uploaded first),
-        ``upload_id`` (from :meth:`upload`) or ``input_url``. ``params`` are the other
-        job options (``tile``, ``crf``, ``preset``, ``precision``...).
+        """Queue a job: ``task`` is ``upscale`` (the default), ``detect`` or ``track``.
+        The input is exactly one of ``input`` (a path on the *server*, inside its input
+        roots), ``upload`` (a local file, uploaded first), ``upload_id`` (from
+        :meth:`upload`) or ``input_url``. ``params`` are the task's other options
+        (upscale: ``tile``, ``crf``, ``preset``...; detect/track: ``prompt``, ``conf``,
+        ``classes``, ``fps``, ``annotate``, ``tracker``...).
 
         With ``idempotency_key``, a repeat returns the first job instead of a new one.
         """
@@ -284,7 +287,7 @@ class Client:
             job_params["model"] = model
         if scale is not None:
             job_params["scale"] = scale
-        body: dict[str, Any] = {"task": "upscale", "priority": priority, "params": job_params}
+        body: dict[str, Any] = {"task": task, "priority": priority, "params": job_params}
         if input is not None:
             body["input"] = os.fspath(input)
         elif upload_id is not None:
@@ -373,9 +376,12 @@ class Client:
             raise JobFailed(job)
         return job
 
-    def download(self, job_id: str | Job, path: str | os.PathLike[str]) -> Path:
+    def download(
+        self, job_id: str | Job, path: str | os.PathLike[str], *, name: str | None = None
+    ) -> Path:
         """Save a succeeded job's output to ``path``: streamed to ``path.partial``, then
-        renamed, so ``path`` is either absent or whole. Returns ``path``."""
+        renamed, so ``path`` is either absent or whole. Returns ``path``. ``name`` picks
+        another of the job's files (``result.files``: a detect job's annotated video)."""
         target = Path(path)
         if target.is_dir():
             raise OutputError(f"cannot download to {target}: it is a directory")
@@ -385,7 +391,11 @@ class Client:
         try:
             # The file is opened only once the answer is a 200: an error leaves nothing.
             with (
-                self._stream("GET", f"/v1/jobs/{_job_id(job_id)}/result") as response,
+                self._stream(
+                    "GET",
+                    f"/v1/jobs/{_job_id(job_id)}/result",
+                    params={"name": name} if name is not None else None,
+                ) as response,
                 partial.open("wb") as out,
             ):
                 for chunk in response.iter_bytes(CHUNK_BYTES):
@@ -458,8 +468,13 @@ class Client:
             ) from None
 
     @contextmanager
-    def _stream(self, method: str, path: str) -> Iterator[httpx.Response]:
-        with self._transport_errors(method, path), self._http.stream(method, path) as response:
+    def _stream(
+        self, method: str, path: str, params: dict[str, str] | None = None
+    ) -> Iterator[httpx.Response]:
+        with (
+            self._transport_errors(method, path),
+            self._http.stream(method, path, params=params) as response,
+        ):
             if response.is_error:
                 response.read()
                 raise error_from_response(response, method, path)

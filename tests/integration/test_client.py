@@ -8,6 +8,7 @@ to cancel. A second server with an API key checks authentication.
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from rich.console import Console
 from tests.clips import ClipSpec, write_clip
 from tests.helpers import slow_model_source
 from tests.service_helpers import Server, free_port, running_server
+from tests.squares import FAKE_DETECTOR, write_squares
 
 import vidshard
 from vidshard.client import (
@@ -49,6 +51,8 @@ def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for folder in (clips, models, local):
         folder.mkdir()
     (models / "slow.py").write_text(SLOW_MODEL)
+    (models / "squares.py").write_text(FAKE_DETECTOR)
+    write_squares(clips / "squares.mp4", 30)
     write_clip(clips / "small.mp4", ClipSpec(frames=FRAMES, size_wh=SIZE_WH))
     write_clip(clips / "long.mp4", ClipSpec(frames=200, size_wh=SIZE_WH, gop=10))
     # Local files, outside the server's input root: they can only be uploaded.
@@ -251,3 +255,13 @@ def test_import_vidshard_does_not_import_httpx() -> None:
         "assert 'Client' in vidshard.__all__; vidshard.Client; assert 'httpx' in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_track_job_and_its_annotated_video(client: Client, tmp_path: Path) -> None:
+    job = client.submit("squares.mp4", task="track", model="squares.py:Squares", annotate=True)
+    done = client.wait(job, progress=False)
+    records = client.download(done, tmp_path / "tracks.jsonl").read_text().splitlines()
+    (record,) = [json.loads(line) for line in records]
+    assert len(record["frames"]) == 30
+    video = client.download(done, tmp_path / "drawn.mp4", name="squares.annotated.mp4")
+    assert_video(video, 30, (160, 96))
