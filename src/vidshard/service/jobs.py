@@ -30,7 +30,8 @@ from vidshard.engine.progress import ProgressSnapshot
 from vidshard.engine.upscale import UpscaleOptions, run_upscale
 from vidshard.errors import Cancelled, InputError, ModelError, OutputError, VidshardError
 from vidshard.executors.base import Executor
-from vidshard.executors.local import LocalExecutor, SlotState
+from vidshard.executors.local import LocalExecutor
+from vidshard.executors.slot import SlotState
 from vidshard.media import probe
 from vidshard.models.registry import ModelRef, default_registry, resolve_model
 

@@ -38,7 +38,8 @@ from vidshard.engine.events import (
 from vidshard.engine.units import SegmentUnit, UnitResult
 from vidshard.errors import InputError, MediaError, ModelError, WorkerError
 from vidshard.executors.base import WorkerLost
-from vidshard.executors.local import LocalExecutor, Supervision, rebuild_error
+from vidshard.executors.local import LocalExecutor, Supervision
+from vidshard.executors.slot import rebuild_error
 from vidshard.media import EncodeSettings, probe
 from vidshard.media.plan import Segment
 from vidshard.models.registry import ModelRef, resolve_model
