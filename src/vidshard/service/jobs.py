@@ -10,18 +10,16 @@ killed server is queued again at the next start and resumes from its work dir's 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidshard.detect.pipeline import DetectorOptions, DetectRecipe, detector_kind
+from vidshard.detect.pipeline import DetectRecipe
 from vidshard.devices import discover_devices, parse_device_spec
 from vidshard.devices.monitor import DeviceMonitor
 from vidshard.devices.types import DeviceStatus
@@ -33,9 +31,10 @@ from vidshard.executors.base import Executor
 from vidshard.executors.local import LocalExecutor
 from vidshard.executors.slot import SlotState
 from vidshard.media import probe
-from vidshard.models.registry import ModelRef, default_registry, resolve_model
+from vidshard.models.registry import ModelRef
 
 from . import security
+from .inputs import TooLarge, check_model, detect_recipe, download
 from .schemas import TRACK_ONLY, JobRequest
 from .settings import ServiceSettings
 from .store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobRecord, JobStore
@@ -54,10 +53,6 @@ class NotFound(VidshardError):
 
 class Conflict(VidshardError):
     """The request does not fit the job's state (HTTP 409)."""
-
-
-class TooLarge(InputError):
-    """A body or download is over its size limit (HTTP 413)."""
 
 
 @dataclass
@@ -172,14 +167,14 @@ class JobService:
         if request.task == "upscale":
             params = request.upscale_params.model_dump()
             params["model"] = params["model"] or self.settings.default_model
-            model = self.check_model(params["model"], params["scale"])
+            model = check_model(self.settings, params["model"], params["scale"])
             default_name = _default_output_name(source_name, model.spec.scale)
             suffixes: tuple[str, ...] = VIDEO_SUFFIXES
         else:
             params = request.detect_params.model_dump()
             if request.task == "detect":
                 params = {k: v for k, v in params.items() if k not in TRACK_ONLY}
-            self.detect_recipe(request.task, params)  # refused now if it cannot work
+            detect_recipe(self.settings, request.task, params)  # refused now if it cannot work
             default_name = f"{source_name.stem or 'output'}.jsonl"
             suffixes = (".jsonl",)
         if kind != "url":
@@ -206,53 +201,6 @@ class JobService:
         if created:
             self._wake.set()
         return stored, created
-
-    def check_model(self, name: str, scale: int | None) -> ModelRef:
-        """A built-in or plug-in model, or a model file inside ``model_dirs``."""
-        if default_registry().get(name) is None:
-            name = self._model_file(name)
-        return resolve_model(name, scale=scale)
-
-    def _model_file(self, name: str) -> str:
-        """``name`` (a file, folder or ``file.py:Class``) as a real path inside one of
-        ``model_dirs``; AccessDenied otherwise (a model file is code)."""
-        file_part = name.split(":", 1)[0] if ".py:" in name else name
-        path = Path(file_part).expanduser()
-        if not path.is_absolute() and self.settings.model_dirs:
-            path = self.settings.model_dirs[0] / path
-        real = Path(os.path.realpath(path))
-        if not any(security.is_within(real, d) for d in self.settings.model_dirs):
-            raise security.AccessDenied(
-                f"model {name!r}: not a built-in model, and model files are only "
-                "taken from the server's model_dirs"
-                + ("" if self.settings.model_dirs else " (none configured)")
-            )
-        return str(real) + (name[len(file_part) :] if file_part != name else "")
-
-    def detect_recipe(self, task: str, params: dict[str, Any]) -> DetectRecipe:
-        """The detect pipeline a ``detect`` or ``track`` job runs, its files checked."""
-        model = self._model_file(params["model"])
-        sam2 = self._model_file(params["sam2"]) if params.get("sam2") else None
-        tracking = task == "track"
-        recipe = DetectRecipe(
-            detector=detector_kind(model),
-            weights=model,
-            options=DetectorOptions(
-                conf=params["conf"],
-                iou=params["iou"],
-                classes=tuple(params["classes"]) if params.get("classes") else None,
-                imgsz=params["imgsz"],
-                half=params["half"],
-                batch_size=params["batch_size"],
-                prompt=params.get("prompt"),
-            ),
-            tracker=params["tracker"] if tracking else "none",
-            sam2=sam2 if tracking else None,
-            detection_frequency=params["detection_frequency"] if tracking else 1,
-            masks=bool(params["masks"]) if tracking else False,
-        )
-        recipe.validate()
-        return recipe
 
     def _input_of(self, request: JobRequest) -> tuple[str, str]:
         """(the input as stored: a real path, or a URL; its kind)."""
@@ -426,7 +374,11 @@ class JobService:
         output = Path(record.output_path)
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
-            source = self._fetch(record, output.parent)
+            source = (
+                download(record.input_path, output.parent, self.settings.max_upload_bytes)
+                if record.input_kind == "url"
+                else Path(record.input_path)
+            )
             params = dict(record.params)
             if record.task != "upscale":
                 self._run_detect(running, source, output)
@@ -440,7 +392,7 @@ class JobService:
                     raise Cancelled(f"job {job_id} was cancelled")
                 return self.pool.job(job_id, model, record.priority)
 
-            model = self.check_model(params["model"], params.get("scale"))
+            model = check_model(self.settings, params["model"], params.get("scale"))
             options = _with_model(options, model)
             result = run_upscale(
                 source,
@@ -470,7 +422,7 @@ class JobService:
     def _run_detect(self, running: _Running, source: Path, output: Path) -> None:
         record = running.record
         params = record.params
-        recipe = self.detect_recipe(record.task, params)
+        recipe = detect_recipe(self.settings, record.task, params)
 
         def executor(recipe: DetectRecipe) -> Executor:
             if running.cancel.is_set():
@@ -528,35 +480,6 @@ class JobService:
                 frames_done=snapshot.frames_done,
                 frames_total=snapshot.frames_total,
             )
-
-    def _fetch(self, record: JobRecord, folder: Path) -> Path:
-        """The job's input on local disk: a URL input is downloaded first (size-limited)."""
-        if record.input_kind != "url":
-            return Path(record.input_path)
-        url = record.input_path
-        name = security.safe_filename(url.rsplit("/", 1)[-1].split("?")[0], "input.mp4")
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"input-{name}"
-        if target.exists():
-            return target
-        limit = self.settings.max_upload_bytes
-        partial = target.with_name(target.name + ".partial")
-        try:
-            with urllib.request.urlopen(url, timeout=30) as response, partial.open("wb") as out:
-                size = 0
-                while chunk := response.read(1 << 20):
-                    size += len(chunk)
-                    if size > limit:
-                        raise TooLarge(f"input_url: the file is over {limit} bytes")
-                    out.write(chunk)
-        except OSError as exc:  # urllib's errors are OSErrors: refused, 404, timeout
-            partial.unlink(missing_ok=True)
-            raise InputError(f"input_url: cannot download {url}: {exc}") from exc
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        partial.replace(target)
-        return target
 
     # --- expiry --------------------------------------------------------------------------
 

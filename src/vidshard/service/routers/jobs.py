@@ -10,7 +10,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 
-from ..jobs import JobService, LiveJob, TooLarge
+from ..inputs import TooLarge
+from ..jobs import JobService, LiveJob
 from ..schemas import JobFile, JobList, JobRequest, JobResult, JobState, JobView, UploadView
 from .deps import get_service, require_key
 
