@@ -29,6 +29,9 @@ from vidshard.service.store import RUNNING, JobRecord
 SLOW_MODEL = slow_model_source("Slow", 0.05)
 FAST = {"model": "lanczos", "scale": 2, "preset": "ultrafast"}
 SLOW = {"model": "slow.py:Slow", "preset": "ultrafast", "segment_seconds": 0.5}
+# Holds the one running place for a minute however slow the machine: the tests that
+# queue jobs behind it cancel it when done (a cancel stops it within a batch).
+BLOCKER = {**SLOW, "model": "blocker.py:Blocker"}
 FINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -40,6 +43,7 @@ def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     clips.mkdir()
     models.mkdir()
     (models / "slow.py").write_text(SLOW_MODEL)
+    (models / "blocker.py").write_text(slow_model_source("Blocker", 1.0))
     write_clip(clips / "small.mp4", ClipSpec(frames=24, size_wh=(64, 48)))
     write_clip(clips / "long.mp4", ClipSpec(frames=100, size_wh=(64, 48), gop=10))
     (clips / "notes.txt").write_text("not a video")
@@ -228,7 +232,7 @@ def test_cancel_a_running_job_frees_its_slots_and_removes_outputs(client: TestCl
 
 def test_cancel_a_queued_job(dirs: dict[str, Path]) -> None:
     with make_client(dirs, "one-at-a-time", max_running_jobs=1) as client:
-        blocker = submit(client, "long.mp4", params=SLOW)
+        blocker = submit(client, "long.mp4", params=BLOCKER)
         queued = submit(client)
         assert client.get(f"/v1/jobs/{queued['id']}").json()["queue_position"] == 1
         cancelled = client.post(f"/v1/jobs/{queued['id']}/cancel").json()
@@ -242,7 +246,7 @@ def test_cancel_a_queued_job(dirs: dict[str, Path]) -> None:
 
 def test_priority_orders_the_queue(dirs: dict[str, Path]) -> None:
     with make_client(dirs, "priorities", max_running_jobs=1) as client:
-        blocker = submit(client, "long.mp4", params=SLOW)
+        blocker = submit(client, "long.mp4", params=BLOCKER)
         wait_running_with_frames(client, blocker["id"])
         low = submit(client, priority=0)
         high = submit(client, priority=5)
@@ -276,7 +280,7 @@ def test_fifty_parallel_submits_are_all_accepted_in_a_consistent_queue(
     dirs: dict[str, Path],
 ) -> None:
     with make_client(dirs, "burst", max_running_jobs=1) as client:
-        blocker = submit(client, "long.mp4", params=SLOW)
+        blocker = submit(client, "long.mp4", params=BLOCKER)
         wait_running_with_frames(client, blocker["id"])
 
         def post(i: int) -> tuple[int, str]:
