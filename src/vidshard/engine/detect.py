@@ -171,6 +171,11 @@ class _Video:
     frames: list[tuple[int, Any, tuple[dict[str, Any], ...] | None]] = field(default_factory=list)
     annotated: Path | None = None
 
+    @property
+    def processed(self) -> int:
+        """Frames processed, counted once a video has not failed."""
+        return sum(len(r) for r in self.results.values()) if self.error is None else 0
+
 
 def run_detect(
     inputs: Sequence[str | os.PathLike[str]],
@@ -228,8 +233,7 @@ def run_detect(
             sink.write(record)
             phase(f"{finished}/{len(videos)} videos")
             if on_video is not None:
-                frames = sum(len(r) for r in video.results.values()) if not video.error else 0
-                on_video(VideoOutcome(video.path, frames, video.error))
+                on_video(VideoOutcome(video.path, video.processed, video.error))
 
         for video in videos:
             if video.error is not None:
@@ -282,7 +286,7 @@ def run_detect(
     outcomes = tuple(
         VideoOutcome(
             v.path,
-            sum(len(r) for r in v.results.values()) if v.error is None else 0,
+            v.processed,
             v.error,
             v.annotated,
         )
