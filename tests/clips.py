@@ -27,6 +27,8 @@ from vidshard.media import (
     probe,
     read_frames,
 )
+from vidshard.media.colour import BT709_LIMITED, to_rgb, video_colour
+from vidshard.media.types import VideoStreamInfo
 from vidshard.media.writer import to_encoder_frame
 
 AUDIO_RATE_HZ = 16000
@@ -219,15 +221,16 @@ def variable_rate_pts(frames: int) -> tuple[int, ...]:
 
 
 def decode_rgb(path: Path, keep: range | None = None) -> list[tuple[int, np.ndarray]]:
-    """Every frame (pts, RGB image) by plain sequential decoding; ``keep`` limits indices."""
+    """Every frame (pts, RGB image) by plain sequential decoding, converted as the reader
+    converts; ``keep`` limits indices."""
     frames: list[tuple[int, np.ndarray]] = []
+    colour = video_colour(probe(path).video)
     with av.open(str(path)) as container:
         for i, frame in enumerate(container.decode(video=0)):
             if keep is not None and i >= keep.stop:
                 break
             if keep is None or i in keep:
-                image = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range)
-                frames.append((frame.pts, image))
+                frames.append((frame.pts, to_rgb(frame, colour)))
     return frames
 
 
@@ -237,9 +240,11 @@ def decode_planes(path: Path) -> list[np.ndarray]:
         return [frame.to_ndarray() for frame in container.decode(video=0)]
 
 
-def yuv_of(image: np.ndarray, pix_fmt: str) -> np.ndarray:
-    """``image`` (RGB) converted to ``pix_fmt`` the way the segment writer converts it."""
-    return to_encoder_frame(image, pix_fmt).to_ndarray()
+def yuv_of(image: np.ndarray, pix_fmt: str, source: VideoStreamInfo | None = None) -> np.ndarray:
+    """``image`` (RGB) converted to ``pix_fmt`` the way the segment writer converts it
+    (with ``source``'s colour, as for frames of that video)."""
+    colour = BT709_LIMITED if source is None else video_colour(source)
+    return to_encoder_frame(image, pix_fmt, colour).to_ndarray()
 
 
 def packets_of(path: Path, kind: str) -> list[tuple[int, Fraction | None, Fraction, bytes]]:
@@ -285,7 +290,9 @@ def simulate_pipeline(
     for k, (start, end) in enumerate(segment_bounds(video.frame_count, segments)):
         path = work / f"{k:04d}{SEGMENT_SUFFIX}"
         size_wh = (video.width * scale, video.height * scale)
-        with SegmentWriter(path, settings, size_wh, video.time_base, video.avg_rate) as writer:
+        with SegmentWriter(
+            path, settings, size_wh, video.time_base, video.avg_rate, source=video
+        ) as writer:
             for frame in read_frames(source, video, start, end):
                 image = frame.image
                 if scale != 1:

@@ -17,6 +17,10 @@ class InputError(VidshardError):
     """The input file is missing, empty, unreadable or not a usable video."""
 
 
+class InputChanged(InputError):
+    """The input file is not the one that was checked: replaced, moved or modified."""
+
+
 class OutputError(VidshardError):
     """The output path cannot be written (missing directory, same as input, bad container)."""
 

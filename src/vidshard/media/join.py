@@ -1,9 +1,11 @@
 """Join encoded segments into one file, copy the input's other streams, verify, publish.
 
 The segments' video packets are remuxed in order (no re-encode) under the first
-segment's stream parameters; audio, subtitle, data and attachment streams are copied
-packet for packet from the source; the display matrix (rotation) and metadata come
-from the source. Everything is written to a hidden temp file next to the output,
+segment's stream parameters, which carry the colour tags the writer set; audio,
+subtitle, data and attachment streams are copied packet for packet from the source
+where the container holds them (:mod:`vidshard.media.streams`: others are dropped with
+a warning, a timecode is carried as the video's tag); the display matrix (rotation) and
+metadata come from the source. Everything is written to a hidden temp file next to the output,
 verified by probing it, and only then renamed onto the output.
 """
 
@@ -14,6 +16,7 @@ import logging
 import os
 import secrets
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -28,13 +31,20 @@ from av.sidedata.sidedata import Type as SideDataType
 
 from vidshard.errors import MediaError, OutputError, write_failure
 
-from .output_check import (
-    COPIED_KINDS,
-    NEGATIVE_TS_FORMATS,
-    TS_NEGATIVE_FLAG,
-    check_output_container,
+from .colour import MATRIX_NAMES, ColourTags, colour_rule, video_colour
+from .output_check import NEGATIVE_TS_FORMATS, TS_NEGATIVE_FLAG, check_output_container
+from .source import opened_source
+from .streams import (
+    TIMECODE_FORMATS,
+    TIMECODE_TAG,
+    TIMECODE_TRACK_FORMATS,
+    is_timecode_track,
+    plan_streams,
+    pop_tag,
+    tag_value,
+    timecode_of,
 )
-from .types import MediaInfo
+from .types import MediaInfo, VideoStreamInfo
 from .verify import verify_output
 from .writer import MOV_FORMATS, muxer_options
 
@@ -81,15 +91,79 @@ def join_segments(
         raise OutputError(f"{output}: the directory {output.parent} does not exist")
     tmp = output.with_name(f".{output.name}.partial-{secrets.token_hex(4)}{output.suffix}")
     try:
-        _remux(paths, source, tmp)
-        verify_output(
+        notes = _remux_keeping_what_fits(paths, source, tmp)
+        written = verify_output(
             tmp, source.video, expected_size_wh=expected_size_wh, expected_pts=expected_pts
         )
+        notes += _colour_lost(paths, written)
         _publish(tmp, output)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    for note in notes:  # once, for the output that was written
+        logger.warning("%s: %s", source.path.name, note)
     logger.info("%s: joined %d segments", output, len(paths))
+
+
+@dataclass(frozen=True)
+class _Remuxed:
+    format_name: str
+    timecode: str | None  # the timecode the muxer was asked to make a track of
+    dropped: tuple[str, ...]  # what the container could not hold, one line each
+
+
+class _TimecodeRefused(Exception):
+    """The muxer failed on a file with a timecode track: retried without one."""
+
+
+def _remux_keeping_what_fits(segment_paths: list[Path], source: MediaInfo, tmp: Path) -> list[str]:
+    """Remux into ``tmp``; a timecode the muxer refuses (its header or a packet fails) or
+    skips is given up, never the job. Returns what the output could not keep."""
+    try:
+        done = _remux(segment_paths, source, tmp, timecode=True)
+    except _TimecodeRefused as refused:
+        tmp.unlink(missing_ok=True)
+        done = _remux(segment_paths, source, tmp, timecode=False)
+        return [*done.dropped, f"{refused}: not copied"]
+    notes = list(done.dropped)
+    if done.timecode is not None and not _has_timecode_track(tmp):  # skipped, unparsable
+        notes.append(
+            f"the {done.format_name} container cannot hold the timecode {done.timecode!r} at "
+            f"{_rate_text(source)}: not copied"
+        )
+    return notes
+
+
+def _colour_lost(segment_paths: list[Path], written: VideoStreamInfo) -> list[str]:
+    """A line when players decode the output with another matrix or range than its
+    segments were encoded with: the container and codec dropped the tags (MPEG-4 part 2
+    in AVI has nowhere to put them) and the guess for its size differs."""
+    for path in segment_paths:
+        with av.open(str(path), mode="r") as segment:
+            if segment.streams.video:
+                tags = ColourTags.of(segment.streams.video[0].codec_context)
+                break
+    else:
+        return []
+    encoded = colour_rule(tags, written.size_wh, written.avg_rate, written.pix_fmt)
+    shown = video_colour(written)
+    if (shown.sws_matrix, shown.full_range) == (encoded.sws_matrix, encoded.full_range):
+        return []
+    return [
+        "the output cannot carry its colour tags: players decode it with the "
+        f"{_matrix_range(shown.matrix, shown.full_range)}, it was encoded with the "
+        f"{_matrix_range(encoded.matrix, encoded.full_range)}"
+    ]
+
+
+def _matrix_range(matrix: int, full_range: bool) -> str:
+    name = MATRIX_NAMES.get(matrix, f"#{matrix}")
+    return f"{name} matrix, {'full' if full_range else 'limited'} range"
+
+
+def _rate_text(source: MediaInfo) -> str:
+    rate = source.video.avg_rate
+    return f"{float(rate):g} fps" if rate else "an unknown frame rate"
 
 
 def _publish(tmp: Path, output: Path) -> None:
@@ -101,16 +175,23 @@ def _publish(tmp: Path, output: Path) -> None:
         raise failure or OutputError(f"cannot write {output}: {exc.strerror or exc}") from exc
 
 
-def _remux(segment_paths: list[Path], source: MediaInfo, tmp: Path) -> None:
+def _remux(segment_paths: list[Path], source: MediaInfo, tmp: Path, *, timecode: bool) -> _Remuxed:
+    """Write the output to ``tmp``, with the source's timecode when ``timecode``."""
+    asked: str | None = None
     try:
         out = av.open(str(tmp), mode="w")
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise OutputError(f"{tmp.parent}: cannot write the output here ({exc})") from exc
     try:
-        with out, av.open(str(source.path), mode="r") as src:
+        with (
+            out,
+            opened_source(source.path, source.identity) as source_name,
+            av.open(source_name, mode="r") as src,
+        ):
             out_video = _add_video_from_segments(out, segment_paths, src, source)
-            copied = _add_copied_streams(out, src, source)
+            copied, dropped = _add_copied_streams(out, src, source)
             out.metadata.update(_kept_tags(src.metadata))
+            asked = _place_timecode(out, out_video, src, source, keep=timecode)
             chapters = src.chapters()
             if chapters:
                 out.set_chapters(chapters)
@@ -125,7 +206,14 @@ def _remux(segment_paths: list[Path], source: MediaInfo, tmp: Path) -> None:
                 out.mux_one(packet)
     except (av.FFmpegError, ValueError) as exc:
         failure = write_failure(exc, f"the output in {tmp.parent}")
+        if failure is None and asked is not None:
+            logger.debug("%s: muxing with the timecode %r failed: %s", tmp.name, asked, exc)
+            raise _TimecodeRefused(
+                f"the {out.format.name} container cannot hold the timecode {asked!r} at "
+                f"{_rate_text(source)}"
+            ) from exc
         raise failure or MediaError(f"{tmp.name}: joining segments failed: {exc}") from exc
+    return _Remuxed(out.format.name, asked, dropped)
 
 
 def _add_video_from_segments(
@@ -168,24 +256,60 @@ def _add_video_stream(
 
 def _add_copied_streams(
     out: av.container.OutputContainer, src: av.container.InputContainer, source: MediaInfo
-) -> dict[int, av.stream.Stream]:
-    """Output streams for every source stream except the processed video, by index."""
+) -> tuple[dict[int, av.stream.Stream], tuple[str, ...]]:
+    """Output streams for the source's other streams the container holds, by index, and
+    a line for each one it cannot hold (dropped: data, attachments, timecodes)."""
+    plan = plan_streams(src, source.video.index, out.format.name)
+    if plan.refused is not None:
+        raise OutputError(
+            f"{source.path.name}: the {out.format.name} container cannot hold {plan.refused}"
+        )
+    dropped = tuple(
+        f"the {out.format.name} container cannot hold {label}: not copied" for label in plan.dropped
+    )
     copied: dict[int, av.stream.Stream] = {}
-    for stream in src.streams:
-        if stream.index == source.video.index:
-            continue
-        if stream.type not in COPIED_KINDS:
-            logger.warning(
-                "%s: not copying stream #%d (%s)", source.path, stream.index, stream.type
-            )
-            continue
+    for stream in (s for s in src.streams if s.index in plan.copied):
         new = out.add_stream_from_template(stream, opaque=True)  # copy, no encoder needed
         if stream.time_base:
             new.time_base = stream.time_base
         new.metadata.update(_kept_tags(stream.metadata))
         new.disposition = stream.disposition
         copied[stream.index] = new
-    return copied
+    return copied, dropped
+
+
+def _place_timecode(
+    out: av.container.OutputContainer,
+    out_video: av.stream.Stream,
+    src: av.container.InputContainer,
+    source: MediaInfo,
+    *,
+    keep: bool,
+) -> str | None:
+    """Tag the output video with the source's timecode (unless not ``keep``): MOV and MP4
+    write their timecode track from it, at the video's frame rate; Matroska keeps the
+    tag. Returns the timecode a track was asked for."""
+    fmt = out.format.name
+    value = timecode_of(src, source.video.index) if keep else None
+    if fmt in MOV_FORMATS:  # the mov muxer makes a track of any timecode tag: only this one
+        pop_tag(out.metadata, TIMECODE_TAG)
+        pop_tag(out_video.metadata, TIMECODE_TAG)
+    elif not keep:
+        pop_tag(out_video.metadata, TIMECODE_TAG)
+    if value is None or fmt not in TIMECODE_FORMATS:
+        return None
+    if tag_value(out_video.metadata, TIMECODE_TAG) is None:
+        out_video.metadata[TIMECODE_TAG] = value
+    if fmt not in TIMECODE_TRACK_FORMATS:
+        return None
+    if source.video.avg_rate and isinstance(out_video, av.VideoStream):
+        out_video.codec_context.framerate = source.video.avg_rate  # the track counts frames
+    return value
+
+
+def _has_timecode_track(path: Path) -> bool:
+    with av.open(str(path), mode="r") as written:
+        return any(is_timecode_track(s) for s in written.streams)
 
 
 def _by_index(container: av.container.Container, index: int) -> av.stream.Stream:

@@ -1,15 +1,15 @@
 """Refuse an output path before any work is done, with a message that says what to use.
 
 The output's container must exist for its extension and must be able to hold every
-stream that is copied from the input (a SubRip track cannot go into MP4, a mov_text
-track cannot go into Matroska) and the input's negative start times (AAC priming) when
-the container would otherwise shift every timestamp. Each stream is tried in a dry run:
-a header written to memory.
+video, audio and subtitle stream of the input (a SubRip track cannot go into MP4, a
+mov_text track cannot go into Matroska) and the input's negative start times (AAC
+priming) when the container would otherwise shift every timestamp. Data, attachments
+and timecodes it cannot hold are no reason to refuse: the join drops them with a
+warning (:mod:`vidshard.media.streams`).
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import tempfile
@@ -24,12 +24,13 @@ import av.stream
 
 from vidshard.errors import OutputError, write_failure
 
+from .source import opened_source
+from .streams import COPIED_KINDS, muxable, plan_streams, stream_label
 from .types import MediaInfo
 
 logger = logging.getLogger(__name__)
 
 SUGGESTED_SUFFIXES = (".mkv", ".mp4", ".mov")
-COPIED_KINDS = frozenset({"audio", "subtitle", "data", "attachment", "video"})
 # Muxers that store negative timestamps when asked to (instead of shifting every stream).
 NEGATIVE_TS_FORMATS = frozenset({"matroska", "webm"})
 # The muxer stores negative times (the stub types the value as Flags; it is an int).
@@ -87,12 +88,10 @@ def _negative_starts(source: MediaInfo) -> list[tuple[str, Fraction]]:
     """Streams (described) whose first packet is shown before time zero, e.g. AAC priming."""
     firsts: dict[int, Fraction] = {}
     labels: dict[int, str] = {}
-    with av.open(str(source.path), mode="r") as src:
+    with opened_source(source.path, source.identity) as name, av.open(name, mode="r") as src:
         for stream in src.streams:
             if stream.type in COPIED_KINDS:
-                labels[stream.index] = (
-                    f"stream #{stream.index} ({stream.type} {_codec_label(stream)})"
-                )
+                labels[stream.index] = stream_label(stream)
         for count, packet in enumerate(src.demux()):
             if count >= MAX_START_PACKETS or len(firsts) == len(labels):
                 break
@@ -129,45 +128,10 @@ def _format_for(output: Path) -> str:
 
 
 def _first_unmuxable(source: MediaInfo, format_name: str, video_codec: str | None) -> str | None:
-    """A description of the first stream ``format_name`` cannot take, or None."""
-    if video_codec is not None and not _muxable(format_name, video_codec=video_codec):
+    """A description of the first stream ``format_name`` cannot take and a job must keep
+    (video, audio, subtitles), or None; data and attachments are dropped at the join."""
+    if video_codec is not None and not muxable(format_name, video_codec=video_codec):
         return f"the {video_codec} video"
-    with av.open(str(source.path), mode="r") as src:
-        for stream in src.streams:
-            if stream.index == source.video.index or stream.type not in COPIED_KINDS:
-                continue
-            if not _muxable(format_name, template=stream):
-                codec = _codec_label(stream)
-                return f"stream #{stream.index} ({stream.type} {codec}) of {source.path.name}"
-    return None
-
-
-def _codec_label(stream: av.stream.Stream) -> str:
-    if stream.codec_context is not None:
-        return str(stream.codec_context.codec.canonical_name)
-    return str(getattr(stream, "name", None) or "unknown codec")
-
-
-def _muxable(
-    format_name: str, *, template: av.stream.Stream | None = None, video_codec: str | None = None
-) -> bool:
-    """Dry run: can a ``format_name`` file take this stream (header written to memory)?"""
-    try:
-        out = av.open(io.BytesIO(), mode="w", format=format_name)
-    except (av.FFmpegError, ValueError):
-        return False
-    try:
-        if video_codec is not None:
-            out.add_stream(video_codec)
-            return True
-        assert template is not None
-        out.add_stream_from_template(template)
-        out.start_encoding()
-    except (av.FFmpegError, ValueError):
-        return False
-    finally:
-        try:
-            out.close()
-        except (av.FFmpegError, ValueError):
-            logger.debug("dry-run close failed", exc_info=True)
-    return True
+    with opened_source(source.path, source.identity) as name, av.open(name, mode="r") as src:
+        refused = plan_streams(src, source.video.index, format_name).refused
+    return None if refused is None else f"{refused} of {source.path.name}"

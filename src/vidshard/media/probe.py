@@ -21,7 +21,10 @@ import av.stream
 import av.video.stream
 
 from vidshard.errors import InputError
+from vidshard.pathnames import path_name_problem, shown
 
+from .colour import ColourTags, colour_dict
+from .source import FileIdentity, identified_source
 from .types import MediaInfo, StreamInfo, VideoStreamInfo
 
 logger = logging.getLogger(__name__)
@@ -56,20 +59,25 @@ class FrameTable:
     durations: tuple[int, ...]
 
 
-def probe(path: str | Path) -> MediaInfo:
-    """Scan ``path`` and describe its video stream and every other stream."""
+def probe(path: str | Path, expected: FileIdentity | None = None) -> MediaInfo:
+    """Scan ``path`` and describe its video stream and every other stream.
+
+    The result records the identity of the file read, so that later opens of the same
+    job (workers, the join) read that file or refuse; with ``expected``, a file that is
+    not that one is refused now (:class:`~vidshard.errors.InputChanged`).
+    """
     file = Path(path)
-    size_bytes = _check_file(file)
-    container = _open(file)
-    with container:
+    if expected is None:  # else the identity says whether it is still that file
+        _check_file(file)
+    with identified_source(file, expected) as (name, identity), _open(file, name) as container:
         _reject_image(container, file)
         video = _main_video_stream(container, file)
         scan = _scan(container, video, file)
         records, counts, first_key = scan.records, scan.counts, scan.first_key
         table = frame_table(records, file)
         _check_complete(container, scan, table, video, file)
-        pix_fmt, rotation = _first_frame_props(video, first_key)
-        video_info = _video_info(video, table, pix_fmt, rotation)
+        pix_fmt, rotation, colour_tags = _first_frame_props(video, first_key)
+        video_info = _video_info(video, table, pix_fmt, rotation, colour_tags)
         duration_s = container.duration / 1_000_000 if container.duration else video_info.duration_s
         others = tuple(
             _stream_info(s, counts.get(s.index, 0)) for s in container.streams if s is not video
@@ -77,15 +85,19 @@ def probe(path: str | Path) -> MediaInfo:
         return MediaInfo(
             path=file,
             format_name=container.format.name,
-            size_bytes=size_bytes,
+            size_bytes=identity.size_bytes,
             duration_s=duration_s,
             video=video_info,
             streams=others,
             metadata=dict(container.metadata),
+            identity=identity,
         )
 
 
 def _check_file(file: Path) -> int:
+    problem = path_name_problem(str(file))
+    if problem is not None:
+        raise InputError(f"{shown(str(file))} cannot name a file: {problem}")
     if not file.exists():
         raise InputError(f"{file}: no such file")
     if file.is_dir():
@@ -96,9 +108,9 @@ def _check_file(file: Path) -> int:
     return size_bytes
 
 
-def _open(file: Path) -> av.container.InputContainer:
+def _open(file: Path, name: str) -> av.container.InputContainer:
     try:
-        return av.open(str(file), mode="r", metadata_errors="replace")
+        return av.open(name, mode="r", metadata_errors="replace")
     except av.FFmpegError as exc:
         raise InputError(
             f"{file}: not a media file FFmpeg can read, or truncated ({exc.strerror or exc})"
@@ -275,21 +287,23 @@ def _durations(timed: list[tuple[int, int | None, bool]]) -> tuple[int, ...]:
 
 def _first_frame_props(
     video: av.video.stream.VideoStream, first_key: av.Packet[Any] | None
-) -> tuple[str | None, int]:
-    """Decode the first keyframe for the pixel format and the display rotation."""
+) -> tuple[str | None, int, ColourTags]:
+    """Decode the first keyframe for the pixel format, the display rotation and the
+    colour tags (the bitstream's, else the container's)."""
     pix_fmt = video.codec_context.pix_fmt
+    tags = ColourTags.of(video.codec_context)
     if first_key is None:
-        return pix_fmt, 0
+        return pix_fmt, 0, tags
     try:
         frames = list(video.codec_context.decode(first_key))
         frames += video.codec_context.decode(None)
     except av.FFmpegError as exc:
         logger.warning("%s: could not decode the first keyframe: %s", video.container.name, exc)
-        return pix_fmt, 0
+        return pix_fmt, 0, tags
     if not frames:
-        return pix_fmt, 0
+        return pix_fmt, 0, tags
     frame = frames[0]
-    return frame.format.name, _normalise_rotation(frame.rotation)
+    return frame.format.name, _normalise_rotation(frame.rotation), ColourTags.of(frame)
 
 
 def _normalise_rotation(degrees: float) -> int:
@@ -302,6 +316,7 @@ def _video_info(
     table: FrameTable,
     pix_fmt: str | None,
     rotation: int,
+    colour_tags: ColourTags,
 ) -> VideoStreamInfo:
     time_base = video.time_base or Fraction(1, 1)
     return VideoStreamInfo(
@@ -317,6 +332,7 @@ def _video_info(
         avg_rate=_avg_rate(video.average_rate, table, time_base),
         rotation=rotation,
         bit_depth=bit_depth(pix_fmt),
+        colour_tags=colour_tags,
     )
 
 
@@ -378,6 +394,7 @@ def probe_to_dict(info: MediaInfo) -> dict[str, Any]:
             "height": video.height,
             "pix_fmt": video.pix_fmt,
             "bit_depth": video.bit_depth,
+            "colour": colour_dict(video),
             "rotation": video.rotation,
             "time_base": str(video.time_base),
             "avg_rate": None if video.avg_rate is None else str(video.avg_rate),

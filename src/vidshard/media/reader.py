@@ -3,7 +3,9 @@
 The reader seeks to the keyframe at or before ``start`` (positions from the probe),
 decodes forward, drops frames before ``start`` and names every decoded frame by its pts,
 so a segment may start anywhere, mid-GOP included, at the cost of at most one GOP of
-extra decoding. Decoding stops once ``end`` is reached.
+extra decoding. Decoding stops once ``end`` is reached. Frames become RGB as
+:func:`vidshard.media.colour.video_colour` reads the stream (its tags, else the size's
+guess), the way players show it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import numpy as np
 
 from vidshard.errors import InputError, MediaError, VidshardError
 
+from .colour import to_rgb, video_colour
+from .source import FileIdentity, opened_source
 from .types import VideoStreamInfo
 
 logger = logging.getLogger(__name__)
@@ -49,8 +53,12 @@ def read_frames(
     end: int,
     *,
     threads: int = 0,
+    identity: FileIdentity | None = None,
 ) -> Iterator[DecodedFrame]:
     """Yield frames ``start .. end - 1`` in order, each exactly once.
+
+    With ``identity`` (the probe's), a file that is no longer the one probed is refused
+    (:class:`~vidshard.errors.InputChanged`) instead of read.
 
     ``threads = 0`` means automatic, capped at :data:`MAX_AUTO_THREADS`.
     Raises :class:`InputError` when a frame of the range is never decoded because the
@@ -71,9 +79,17 @@ def read_frames(
     for attempt in range(MAX_SEEK_RETRIES + 2):
         seek_frame = _seek_target(video, key - attempt, last=attempt > MAX_SEEK_RETRIES)
         try:
-            yield from _decode_range(
-                file, video, index_of, start=start, end=end, seek_frame=seek_frame, threads=threads
-            )
+            with opened_source(file, identity) as name:
+                yield from _decode_range(
+                    file,
+                    name,
+                    video,
+                    index_of,
+                    start=start,
+                    end=end,
+                    seek_frame=seek_frame,
+                    threads=threads,
+                )
             return
         except _Overshot:
             logger.debug("%s: seek to frame %s overshot %d, retrying", file.name, seek_frame, start)
@@ -89,6 +105,7 @@ def _seek_target(video: VideoStreamInfo, key: int, *, last: bool) -> int | None:
 
 def _decode_range(
     file: Path,
+    name: str,
     video: VideoStreamInfo,
     index_of: dict[int, int],
     *,
@@ -98,7 +115,7 @@ def _decode_range(
     threads: int,
 ) -> Iterator[DecodedFrame]:
     try:
-        container = av.open(str(file), mode="r")
+        container = av.open(name, mode="r")
     except (av.FFmpegError, OSError) as exc:
         raise MediaError(f"{file}: cannot open for decoding ({exc})") from exc
     with container:
@@ -109,6 +126,7 @@ def _decode_range(
         if seek_frame is not None:
             container.seek(video.pts[seek_frame], stream=stream, backward=True, any_frame=False)
         expected = start
+        colour = video_colour(video)  # the stream's reading, the same in every worker
         refused: list[av.FFmpegError] = []  # packets the decoder refused
         for index, pts, frame in _decoded(container, stream, index_of, file, refused):
             if index < start:
@@ -121,8 +139,7 @@ def _decode_range(
                 raise _not_decoded(file, video, range(expected, min(index, end)), refused)
             if index >= end:
                 return
-            # the frame's own range: full-range (JPEG) video would otherwise be clipped
-            image = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range)
+            image = to_rgb(frame, colour)
             yield DecodedFrame(index=index, pts=pts, image=image)
             expected = index + 1
             if expected == end:

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from .colour import ColourTags
+from .source import FileIdentity
+
 
 @dataclass(frozen=True)
 class VideoStreamInfo:
@@ -23,6 +26,7 @@ class VideoStreamInfo:
     avg_rate: Fraction | None
     rotation: int = 0  # degrees, counter-clockwise, from the display matrix
     bit_depth: int = 8
+    colour_tags: ColourTags = field(default_factory=ColourTags)  # read: colour.video_colour
 
     @property
     def frame_count(self) -> int:
@@ -61,3 +65,4 @@ class MediaInfo:
     video: VideoStreamInfo
     streams: tuple[StreamInfo, ...] = ()  # all streams other than ``video``
     metadata: dict[str, str] = field(default_factory=dict)
+    identity: FileIdentity | None = None  # of the file the probe read: later opens check it

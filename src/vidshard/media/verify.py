@@ -35,8 +35,9 @@ def verify_output(
     expected_size_wh: tuple[int, int] | None = None,
     expected_pts: Sequence[int] | None = None,
     decode: bool = True,
-) -> None:
-    """Raise :class:`VerificationError` unless ``path`` holds the input's frames and times.
+) -> VideoStreamInfo:
+    """Raise :class:`VerificationError` unless ``path`` holds the input's frames and times;
+    returns the output's video stream as probed.
 
     ``expected_pts`` (in the source's time base) defaults to every source frame. With
     ``decode`` every frame is also decoded (no colour conversion), so a bitstream that
@@ -65,6 +66,7 @@ def verify_output(
         )
     if decode:
         _check_decodes(file, out)
+    return out
 
 
 def _check_decodes(file: Path, out: VideoStreamInfo) -> None:

@@ -8,21 +8,27 @@ Segment files are MP4 (:data:`SEGMENT_SUFFIX`): MP4 keeps the stream's own time 
 survives exactly; Matroska rounds every timestamp to a millisecond, which would move
 frames of a 1/11456 or 1/90000 time base.
 
-Colour: RGB is converted with the BT.709 matrix (limited range) and the stream is tagged
-BT.709, so players decode with the matrix that encoded it; untagged video is guessed by
-players (BT.709 for HD, BT.601 for SD), which would shift the colours of an upscaled
-SD video.
+Colour: RGB is encoded with the source's colour reading (:mod:`vidshard.media.colour`:
+its matrix and range, its primaries and transfer as tags) and the stream is tagged with
+all four, so every player decodes with the matrix that encoded it. Without a source,
+BT.709 limited range, tagged as such.
+
+Pixel format: with ``pix_fmt`` unset, the writer keeps the source's bit depth and chroma
+subsampling (yuv420p10le stays yuv420p10le, yuv422p stays yuv422p) where the encoder can
+(:func:`choose_pix_fmt`), else the nearest it has, saying what was reduced; an explicit
+``pix_fmt`` always wins.
 
 Odd sizes: 4:2:0 and 4:2:2 need even dimensions. When ``pix_fmt`` is left unset and the
-size is odd, the writer uses a format without chroma subsampling (yuv444p), so the
-output keeps the model's exact size and every frame; padding or cropping would change
-the picture. An explicit subsampled ``pix_fmt`` with an odd size is a ConfigError.
+size is odd, the writer uses a format without chroma subsampling (yuv444p, at the
+source's bit depth), so the output keeps the model's exact size and every frame; padding
+or cropping would change the picture. An explicit subsampled ``pix_fmt`` with an odd
+size is a ConfigError.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -32,9 +38,21 @@ import av.codec
 import av.container
 import av.video.stream
 import numpy as np
-from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
 
 from vidshard.errors import ConfigError, MediaError, write_failure
+
+from .colour import (
+    BT709_LIMITED,
+    Colour,
+    colour_notes,
+    from_rgb,
+    is_rgb_format,
+    output_colour,
+    video_colour,
+)
+from .formats import choose_format, subsampling
+from .probe import bit_depth
+from .types import VideoStreamInfo
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +94,7 @@ class EncodeSettings:
     codec: str = "libx264"
     crf: int | None = 18
     preset: str | None = "medium"
-    pix_fmt: str | None = None  # None: yuv420p for x264/x265 (yuv444p at odd sizes)
+    pix_fmt: str | None = None  # None: the source's depth and chroma (yuv444p at odd sizes)
     bitrate: int | None = None  # bits per second
     options: tuple[tuple[str, str], ...] = ()
     threads: int = 0
@@ -136,54 +154,56 @@ def _pix_fmts(codec: av.codec.Codec) -> tuple[str, ...]:
     return tuple(f.name for f in codec.video_formats or ())
 
 
-def _subsampling(pix_fmt: str) -> tuple[int, int]:
-    """How many luma pixels share one chroma sample, horizontally and vertically."""
-    fmt = av.VideoFormat(pix_fmt)
-    probe_px = 1 << 10
-    return probe_px // fmt.chroma_width(probe_px), probe_px // fmt.chroma_height(probe_px)
-
-
-def resolve_pix_fmt(settings: EncodeSettings, size_wh: tuple[int, int]) -> str:
-    """The pixel format a segment of ``size_wh`` is encoded in (see the module docstring)."""
-    width, height = size_wh
-    codec = _encoder(settings.codec)
-    supported = _pix_fmts(codec)
+def choose_pix_fmt(
+    settings: EncodeSettings, size_wh: tuple[int, int], source_pix_fmt: str | None = None
+) -> tuple[str, str | None]:
+    """(the pixel format a segment of ``size_wh`` is encoded in, a one-line note of what it
+    cannot keep of ``source_pix_fmt``, or None). See the module docstring."""
     if settings.pix_fmt is not None:
-        sub_w, sub_h = _subsampling(settings.pix_fmt)
+        width, height = size_wh
+        sub_w, sub_h = subsampling(settings.pix_fmt)
         if width % sub_w or height % sub_h:
             raise ConfigError(
                 f"pix_fmt {settings.pix_fmt} needs a size divisible by {sub_w}x{sub_h}, "
                 f"got {width}x{height}; leave pix_fmt unset to use yuv444p at odd sizes"
             )
-        return settings.pix_fmt
-    default = "yuv420p" if not supported or "yuv420p" in supported else supported[0]
-    sub_w, sub_h = _subsampling(default)
-    if width % sub_w == 0 and height % sub_h == 0:
-        return default
-    for candidate in ("yuv444p", *supported):
-        if (not supported or candidate in supported) and _subsampling(candidate) == (1, 1):
-            logger.info(
-                "%dx%d is odd: encoding %s instead of %s", width, height, candidate, default
-            )
-            return candidate
-    raise ConfigError(
-        f"{settings.codec} has no pixel format without chroma subsampling, "
-        f"needed for the odd size {width}x{height}"
-    )
+        return settings.pix_fmt, None
+    supported = _pix_fmts(_encoder(settings.codec))
+    return choose_format(settings.codec, supported, size_wh, source_pix_fmt)
 
 
-def to_encoder_frame(image: np.ndarray, pix_fmt: str) -> av.VideoFrame:
+def resolve_pix_fmt(
+    settings: EncodeSettings, size_wh: tuple[int, int], source_pix_fmt: str | None = None
+) -> str:
+    """The pixel format a segment of ``size_wh`` is encoded in (see :func:`choose_pix_fmt`)."""
+    return choose_pix_fmt(settings, size_wh, source_pix_fmt)[0]
+
+
+def output_notes(
+    settings: EncodeSettings, video: VideoStreamInfo, size_wh: tuple[int, int]
+) -> list[str]:
+    """What an output of ``video`` at ``size_wh`` cannot keep of its pixels or colour, one
+    line each: the coordinator logs them once (each segment's writer would repeat them)."""
+    _, note = choose_pix_fmt(settings, size_wh, video.pix_fmt)
+    return [*colour_notes(video), *([note] if note else [])]
+
+
+def to_encoder_frame(
+    image: np.ndarray, pix_fmt: str, colour: Colour = BT709_LIMITED
+) -> av.VideoFrame:
     """``image`` (H, W, 3 uint8 RGB) as a ``pix_fmt`` frame, converted as the writer does."""
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-    if av.VideoFormat(pix_fmt).is_rgb:
-        return frame.reformat(format=pix_fmt)
-    return frame.reformat(
-        format=pix_fmt,
-        dst_colorspace=Colorspace.ITU709,
-        dst_color_range=ColorRange.MPEG,
-        dst_color_trc=ColorTrc.BT709,
-        dst_color_primaries=ColorPrimaries.BT709,
-    )
+    return from_rgb(image, pix_fmt, colour)
+
+
+def _colour_for(
+    source: VideoStreamInfo | None, size_wh: tuple[int, int], rate: Fraction | None, pix_fmt: str
+) -> Colour:
+    """The colour the writer encodes and tags: the source's reading (BT.709 without one);
+    a full-range ``yuvj*`` format chosen explicitly is full range."""
+    colour = BT709_LIMITED if source is None else output_colour(video_colour(source), size_wh, rate)
+    if pix_fmt.startswith("yuvj") and not colour.full_range:
+        colour = replace(colour, full_range=True)
+    return colour
 
 
 def muxer_options(format_name: str, time_base: Fraction) -> dict[str, str]:
@@ -203,7 +223,11 @@ def muxer_options(format_name: str, time_base: Fraction) -> dict[str, str]:
 
 
 class SegmentWriter:
-    """Encode RGB frames into ``path``; each frame keeps the pts it is given."""
+    """Encode RGB frames into ``path``; each frame keeps the pts it is given.
+
+    ``source`` is the input video the frames come from: the output keeps its bit depth,
+    chroma subsampling and colour (see the module docstring).
+    """
 
     def __init__(
         self,
@@ -212,6 +236,8 @@ class SegmentWriter:
         size_wh: tuple[int, int],
         time_base: Fraction,
         rate: Fraction | None,
+        *,
+        source: VideoStreamInfo | None = None,
     ) -> None:
         settings.validate()
         width, height = size_wh
@@ -219,7 +245,12 @@ class SegmentWriter:
             raise ConfigError(f"size: expected positive width and height, got {width}x{height}")
         self.path = Path(path)
         self.size_wh = (width, height)
-        self.pix_fmt = resolve_pix_fmt(settings, self.size_wh)
+        self.pix_fmt, note = choose_pix_fmt(
+            settings, self.size_wh, None if source is None else source.pix_fmt
+        )
+        if note:
+            logger.debug("%s: %s", self.path.name, note)
+        self.colour = _colour_for(source, self.size_wh, rate, self.pix_fmt)
         self.frames_written = 0
         self._last_pts: int | None = None
         self._time_base = time_base
@@ -266,11 +297,11 @@ class SegmentWriter:
         ctx = stream.codec_context
         ctx.width, ctx.height = self.size_wh
         ctx.pix_fmt = self.pix_fmt
-        if not av.VideoFormat(self.pix_fmt).is_rgb:
-            ctx.colorspace = Colorspace.ITU709.value  # same numbers as AVCOL_SPC_BT709
-            ctx.color_range = ColorRange.MPEG.value
-            ctx.color_primaries = ColorPrimaries.BT709.value
-            ctx.color_trc = ColorTrc.BT709.value
+        ctx.color_primaries = self.colour.primaries
+        ctx.color_trc = self.colour.trc
+        if not is_rgb_format(self.pix_fmt):
+            ctx.colorspace = self.colour.matrix
+            ctx.color_range = self.colour.range
         ctx.time_base = time_base
         stream.time_base = time_base
         if settings.threads:
@@ -278,7 +309,9 @@ class SegmentWriter:
         if settings.bitrate is not None:
             ctx.bit_rate = settings.bitrate
         options = dict(settings.options)
-        if settings.crf is not None:
+        if settings.crf == 0 and settings.codec == "libx264" and bit_depth(self.pix_fmt) > 8:
+            options.setdefault("qp", "0")  # lossless; x264's crf 0 is lossless at 8 bits only
+        elif settings.crf is not None:
             options.setdefault("crf", str(settings.crf))
         if settings.preset is not None:
             options.setdefault("preset", settings.preset)
@@ -305,7 +338,7 @@ class SegmentWriter:
                 f"in units of {self._stream.time_base} s and would move the frame at pts {pts} "
                 f"(time base {self._time_base}); write segments as {SEGMENT_SUFFIX}"
             )
-        frame = to_encoder_frame(image, self.pix_fmt)
+        frame = from_rgb(image, self.pix_fmt, self.colour)
         frame.pts = pts
         frame.time_base = self._time_base
         try:

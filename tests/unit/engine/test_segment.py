@@ -148,7 +148,8 @@ def test_segment_writes_its_core_and_seams(
     assert core.size_wh == (SIZE_WH[0] * scale, SIZE_WH[1] * scale)
     planes = decoded_planes(unit.core_path)
     expected = [
-        yuv_of(upscale(source_images[i], scale), "yuv420p") for i in range(core_start, core_end)
+        yuv_of(upscale(source_images[i], scale), "yuv420p", video)
+        for i in range(core_start, core_end)
     ]
     assert len(planes) == len(expected)
     assert all(np.array_equal(p, e) for p, e in zip(planes, expected, strict=True))
@@ -339,7 +340,7 @@ def test_segments_and_seam_make_the_whole(
     assert pts == list(video.pts)  # every frame once, in order
     planes = [p for piece in pieces for p in decoded_planes(piece)]
     assert all(
-        np.array_equal(p, yuv_of(image, "yuv420p"))
+        np.array_equal(p, yuv_of(image, "yuv420p", video))
         for p, image in zip(planes, source_images, strict=True)
     )
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -247,12 +246,9 @@ def test_keyframes_follow_the_gop(clip):
         ("bottle-detection.mp4", 1189, Fraction(179, 6), False),  # 29.83 fps, no audio
     ],
 )
-def test_probe_samples_fast_and_right(sample, name, frames, fps, audio):
+def test_probe_samples_right(sample, name, frames, fps, audio):
     path = sample(name)
-    started = time.perf_counter()
-    info = probe(path)
-    elapsed_s = time.perf_counter() - started
-    assert elapsed_s < 0.5
+    info = probe(path)  # how fast is a benchmark's question, not a test's
     assert info.video.frame_count == frames
     assert info.video.avg_rate == fps
     assert info.video.codec == "h264"
