@@ -244,8 +244,8 @@ def cpu_seconds() -> float:
 class _WorkerWatch(threading.Thread):
     """Notes when the last worker process of this process has exited.
 
-    Workers are this process's children started by multiprocessing's spawn method
-    (``spawn_main`` on their command line); an exited child that is not yet reaped
+    Workers are this process's children with ``vidshard-worker-SLOT`` on their command
+    line; an exited child that is not yet reaped
     (a zombie) counts as gone. Polls every 10 ms once :meth:`arm` is called.
     """
 
@@ -265,7 +265,7 @@ class _WorkerWatch(threading.Thread):
             try:
                 if child.status() == self._psutil.STATUS_ZOMBIE:
                     continue
-                if any("spawn_main" in part for part in child.cmdline()):
+                if any(part.startswith("vidshard-worker-") for part in child.cmdline()):
                     alive += 1
             except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
                 continue

@@ -76,7 +76,7 @@ def worker_pids() -> list[int]:
     return [
         p.pid
         for p in psutil.Process().children(recursive=True)
-        if "spawn_main" in " ".join(p.cmdline())
+        if "vidshard-worker-" in " ".join(p.cmdline())
     ]
 
 

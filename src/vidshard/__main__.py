@@ -2,5 +2,5 @@
 
 from vidshard.cli.app import main
 
-if __name__ == "__main__":  # spawned workers import this module too: they must not run it
+if __name__ == "__main__":
     main()

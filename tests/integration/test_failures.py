@@ -95,7 +95,7 @@ def test_worker_killed_just_before_the_join(setup, tmp_path):
     def on_phase(name):
         if name == "joining":  # every unit is done; the workers are still up
             for child in psutil.Process().children(recursive=True):
-                if "spawn_main" in " ".join(child.cmdline()):  # workers, not the tracker
+                if "vidshard-worker-" in " ".join(child.cmdline()):  # workers only
                     child.kill()
                     killed.append(child.pid)
 

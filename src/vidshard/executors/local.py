@@ -49,7 +49,7 @@ DEFAULT_SUPERVISION = Supervision()
 
 
 class LocalExecutor(Executor):
-    """Process per slot, spawn start method, model loaded once per worker.
+    """Process per slot (started on vidshard's entry point: ``boot``), model loaded once per worker.
 
     Started with a model, it runs one job's units (the CLI). Started with ``model=None``
     it is a pool that several jobs share through :meth:`job` handles: each unit carries

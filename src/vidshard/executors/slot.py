@@ -9,14 +9,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import multiprocessing as mp
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 from vidshard import errors
@@ -26,7 +24,7 @@ from vidshard.engine.events import UnitFinished, UnitProgress, UnitStarted, Work
 from vidshard.engine.units import UnitResult, WorkUnit
 
 from .base import EventSink, Recipe, WorkerLost
-from .worker import worker_main
+from .boot import WorkerProcess, launch
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +100,10 @@ class SlotWorker:
         self.slot = slot
         self.model = model  # None: an empty pool worker, loads the first job's model
         self.sink = sink
-        self.process: BaseProcess | None = None
+        self.process: WorkerProcess | None = None
         self.conn: Connection | None = None
         self.load_error: BaseException | None = None
+        self.launch_error: BaseException | None = None  # the process could not start
         self.busy = False  # running a unit: shutdown kills it rather than waiting
         self.state = "starting"
         self.current: Task | None = None
@@ -116,22 +115,21 @@ class SlotWorker:
         self._send_lock = threading.Lock()
 
     def spawn(self) -> None:
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe()
-        self.process = ctx.Process(
-            target=worker_main,
-            args=(self.slot, child),
-            name=f"vidshard-worker-{self.slot.label}",
-            daemon=True,
-        )
-        self.process.start()
-        child.close()
-        self.conn = parent
+        """Start the worker process (on vidshard's entry point, see ``boot``) and send it
+        its model; :meth:`await_ready` tells whether it loaded."""
+        self.launch_error = None
+        try:
+            self.process, self.conn = launch(self.slot)
+        except errors.VidshardError as exc:
+            self.process, self.conn, self.launch_error = None, None, exc
+            return
         with contextlib.suppress(OSError):  # a worker dead already: await_ready tells
-            parent.send(("model", self.model, logging.getLogger().getEffectiveLevel()))
+            self.conn.send(("model", self.model, logging.getLogger().getEffectiveLevel()))
 
     def await_ready(self, timeout_s: float) -> bool:
         """Wait for the ready handshake; False (with ``load_error`` set) on failure."""
+        if self.launch_error is not None:
+            return self._not_ready(self.launch_error)
         assert self.conn is not None and self.process is not None
         deadline = time.monotonic() + timeout_s
         while True:  # log lines may come before the answer
@@ -153,21 +151,25 @@ class SlotWorker:
             return True
         if message is not None and message[0] == "load_failed":
             type_name, text, trace = message[1:]
-            self.load_error = rebuild_error(type_name, text, trace, f"loading on {self.slot.label}")
+            error = rebuild_error(type_name, text, trace, f"loading on {self.slot.label}")
         elif not ready:
-            self.load_error = errors.WorkerError(
+            error = errors.WorkerError(
                 f"worker {self.slot.label} not ready after {timeout_s:.0f} s"
             )
         else:
             # The pipe or the sentinel fired: the process is exiting; reap it for its code.
             self.process.join(EXIT_GRACE_S)
-            self.load_error = errors.WorkerError(
+            error = errors.WorkerError(
                 f"worker {self.slot.label} exited while loading the model "
                 f"(exit code {self.process.exitcode})"
             )
+        return self._not_ready(error)
+
+    def _not_ready(self, error: BaseException) -> bool:
+        self.load_error = error
         self.kill()
         self.state = "down"
-        self.sink(WorkerDown(self.slot.label, str(self.load_error)))
+        self.sink(WorkerDown(self.slot.label, str(error)))
         return False
 
     def run_unit(

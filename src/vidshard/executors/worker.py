@@ -140,7 +140,7 @@ class _Inbox:
 
 
 def worker_main(slot: DeviceSlot, conn: Connection) -> None:
-    """Entry point of a worker process (spawned)."""
+    """Entry point of a worker process (started by ``boot.main``)."""
     from vidshard.devices.visibility import apply_visibility
     from vidshard.engine.faults import FAULT_VARIABLE, parse_fault
 

@@ -291,11 +291,11 @@ def test_serve_ends_when_the_coordinator_is_gone() -> None:
 
 
 def test_importing_the_worker_does_not_import_torch() -> None:
-    # What a spawned worker imports before worker_main runs: its own module (the target)
-    # and the slot's type (its argument). Neither may pull in a framework.
+    # What a worker imports before worker_main runs: its entry point (boot), its own
+    # module and the slot's type (its first message). None may pull in a framework.
     code = (
         "import sys\n"
-        "import vidshard.executors.worker, vidshard.devices.types\n"
+        "import vidshard.executors.boot, vidshard.executors.worker, vidshard.devices.types\n"
         "import vidshard.engine.segment, vidshard.engine.units\n"
         "print(sorted(m for m in ('torch', 'torch_npu', 'tensorflow') if m in sys.modules))"
     )
