@@ -32,6 +32,7 @@ def upscale(
     precision: str = "fp32",
     batch_size: int | None = None,
     resume: bool = True,
+    down_sample: bool = False,
     on_progress: ProgressFn | None = None,
     on_phase: PhaseFn | None = None,
 ) -> UpscaleResult:
@@ -55,5 +56,6 @@ def upscale(
         precision=precision,
         batch_size=batch_size,
         resume=resume,
+        down_sample=down_sample,
     )
     return run_upscale(input, output, options, on_progress=on_progress, on_phase=on_phase)

@@ -1,4 +1,5 @@
-"""The progress bar of :meth:`vidshard.Client.wait` (rich, when it is installed)."""
+"""The progress bar of :meth:`vidshard.Client.wait` (rich, when it is installed): the
+CLI's progress line (:mod:`vidshard.cli.display`), fed from the polled job."""
 
 from __future__ import annotations
 
@@ -18,38 +19,23 @@ class WaitBar:
     """The progress bar of :meth:`Client.wait`; a no-op when disabled or rich is absent."""
 
     def __init__(self, job_id: str, enabled: bool, console: Console | None) -> None:
-        self._progress: Any = None
-        self._task: Any = None
-        self._fps = ""  # the last rate seen: a finished job reports none
+        self._line: Any = None
+        self._fps: float | None = None  # the last rate seen: a finished job reports none
         self._label = f"job {job_id[:8]}"
         if not enabled:
             return
         try:
             from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
+
+            from vidshard.cli.display import LiveLine
         except ImportError:  # the client alone needs only httpx
             logger.info("rich is not installed: no progress bar")
             return
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("frames {task.fields[fps]}"),
-            TextColumn("ETA {task.fields[eta]}"),
-            TimeElapsedColumn(),
-            console=console or Console(stderr=True),
-        )
+        self._line = LiveLine(console or Console(stderr=True), f"{self._label} ...")
 
     def __enter__(self) -> WaitBar:
-        if self._progress is not None:
-            self._progress.__enter__()
-            self._task = self._progress.add_task(f"{self._label} ...", total=None, fps="", eta="-")
+        if self._line is not None:
+            self._line.__enter__()
         return self
 
     def __exit__(
@@ -58,12 +44,14 @@ class WaitBar:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(exc_type, exc, tb)
+        if self._line is not None:
+            self._line.__exit__(exc_type, exc, tb)
 
     def update(self, job: Job) -> None:
-        if self._progress is None:
+        if self._line is None:
             return
+        from vidshard.cli.display import BarState
+
         state = job.state
         if state == "queued" and job.queue_position is not None:
             state = f"queued (#{job.queue_position})"
@@ -71,21 +59,13 @@ class WaitBar:
         if job.state == "succeeded" and total is None:
             total = job.frames_done
         if job.fps is not None:
-            self._fps = f"{job.fps:6.1f} fps"
-        self._progress.update(
-            self._task,
-            description=f"{self._label} {state}",
-            total=total,
-            completed=job.frames_done,
-            fps=self._fps,
-            eta=_eta_text(job.eta_s) if not job.done else "-",
+            self._fps = job.fps
+        self._line.show(
+            BarState(
+                f"{self._label} {state}",
+                done=job.frames_done,  # the line never shows fewer than it did
+                total=total,
+                fps=self._fps,
+                eta_s=job.eta_s if not job.done else None,
+            )
         )
-
-
-def _eta_text(eta_s: float | None) -> str:
-    if eta_s is None:
-        return "?"
-    seconds = max(0, round(eta_s))
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"

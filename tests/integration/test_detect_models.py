@@ -7,6 +7,8 @@ processed frame present once, the schema, masks at the frame's size, annotated v
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,29 @@ def test_grounding_dino_with_sam2_masks(models: dict[str, Path], tmp_path: Path)
         assert obj["class"] in ("car", "person")
         mask = rle_to_mask(obj["mask"])
         assert mask.shape == (info["height"], info["width"])
+
+
+def test_a_config_ultralytics_ships_runs_with_random_weights(tmp_path: Path) -> None:
+    """`--model yolo11n.yaml`, no file anywhere: Ultralytics builds the network from its
+    own config, offline, and one line on stderr says the weights are random."""
+    out = tmp_path / "random.jsonl"
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "vidshard", "detect", str(CAR), "-o", str(out),
+            "--model", "yolo11n.yaml", "--imgsz", "64", "--max-frames", "3",
+            "--devices", "cpu:1", "--json",
+        ],
+        cwd=tmp_path,  # no yolo11n.yaml here
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["frames"] == 3
+    warnings = [line for line in done.stderr.splitlines() if "random weights" in line]
+    assert len(warnings) == 1 and "yolo11n.yaml" in warnings[0]
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    validate_record(record)
+    assert [f["frame_index"] for f in record["frames"]] == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["random.jsonl"]  # nothing else

@@ -65,7 +65,11 @@ def test_oom_halves_then_tiles_and_keeps_every_frame(tmp_path):
         )
         assert frame_times(result.output) == frame_times(source)  # every frame kept
         outputs[limit_px] = decoded(result.output).astype(np.int16)
-    assert np.array_equal(outputs[9000], outputs[0])  # smaller batches: same pixels
+    # Smaller batches: the same pixels, but for float rounding. A convolution sums in
+    # another order for another batch size, which moves a rare pixel by one level.
+    batch_diff = np.abs(outputs[9000] - outputs[0])
+    assert batch_diff.max() <= 1
+    assert np.count_nonzero(batch_diff) <= batch_diff.size // 10_000
     # tiles blend over an overlap wider than the model's reach: within a level or two
     diff = np.abs(outputs[2000] - outputs[0])
     assert diff.max() <= 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import signal
@@ -40,7 +41,7 @@ def user_errors() -> Iterator[None]:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except OSError as exc:
-        reason = write_failure_reason(exc)
+        reason = write_failure_reason(exc) or _NAME_FAILURES.get(exc.errno or 0)
         if reason is None:
             raise
         message = f"{exc.filename}: {reason}" if exc.filename else reason
@@ -52,6 +53,13 @@ def user_errors() -> Iterator[None]:
             highlight=False,
         )
         raise typer.Exit(130) from None
+
+
+# A name the system refused, wherever it was used: the user's to fix, not a traceback.
+_NAME_FAILURES = {
+    errno.ENAMETOOLONG: "file name too long",
+    errno.ELOOP: "too many levels of symbolic links",
+}
 
 
 def parse_tile(value: str) -> TileOption:
@@ -118,6 +126,7 @@ def probe(
     """Scan a file without decoding it: streams, frames, timestamps, keyframes, rotation."""
     from vidshard.media import probe as probe_file
     from vidshard.media import probe_to_dict
+    from vidshard.media.colour import video_colour
 
     with user_errors():
         info = probe_file(input)
@@ -130,6 +139,7 @@ def probe(
             ("file", str(info.path)),
             ("container", info.format_name),
             ("video", f"#{v.index} {v.codec} {v.width}x{v.height} {v.pix_fmt or '?'}"),
+            ("colour", video_colour(v).describe()),  # as read: tags, else the size's guess
             ("frames", str(v.frame_count)),
             ("duration", f"{info.duration_s:.3f} s"),
             ("frame rate", f"{float(v.avg_rate):.3f} fps avg" if v.avg_rate else "?"),
@@ -171,6 +181,14 @@ def upscale(
     preset: Annotated[str, typer.Option(help="Encoder preset.")] = "medium",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16.")] = "fp32",
     batch_size: Annotated[int | None, typer.Option(help="Frames per model call.")] = None,
+    down_sample: Annotated[
+        bool,
+        typer.Option(
+            "--down-sample",
+            help="Shrink frames by the scale before the model: the output keeps the "
+            "input's size (restoration instead of enlargement).",
+        ),
+    ] = False,
     resume: Annotated[
         bool,
         typer.Option(
@@ -201,6 +219,7 @@ def upscale(
             precision=precision,
             batch_size=batch_size,
             resume=resume,
+            down_sample=down_sample,
         )
         show = not quiet and not as_json and err.is_terminal
         with JobDisplay(err, "starting", enabled=show) as display:
@@ -220,6 +239,7 @@ def upscale(
             f"wrote {result.output} ({w}x{h}, {result.frames} frames) in "
             f"{result.seconds:.1f} s, {result.fps:.1f} fps over {len(result.slots)} slot(s)",
             highlight=False,
+            soft_wrap=True,  # one line, however long the output's path
         )
 
 
@@ -260,7 +280,8 @@ def serve(
     """Run the job service: HTTP API, dashboard, one device pool shared by all jobs.
 
     Settings also come from VIDSHARD_* environment variables or a TOML file; flags win.
-    Set VIDSHARD_API_KEY to require an API key.
+    Set VIDSHARD_API_KEY (one admin key) or api_keys in the TOML file (named keys, each
+    seeing only its own jobs) to require a key; see docs/service.md.
     """
     with user_errors():
         from vidshard.service.settings import load_settings
@@ -280,9 +301,7 @@ def serve(
             log_level=log_level,
         )
         try:
-            import uvicorn
-
-            from vidshard.service.app import create_app
+            from vidshard.service.server import run_server
         except ImportError as exc:
             raise ConfigError(
                 f"the service needs its extra: pip install 'vidshard[serve]' ({exc})"
@@ -290,21 +309,11 @@ def serve(
         logging.getLogger("vidshard").setLevel(
             logging.DEBUG if settings.log_level in ("debug", "trace") else logging.INFO
         )
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(settings),
-                host=settings.host,
-                port=settings.port,
-                log_level=settings.log_level,
-                timeout_graceful_shutdown=20,
-            )
-        )
         # uvicorn stops cleanly on SIGTERM, then raises it again for the old handler:
-        # after a clean stop that is exit code 0.
+        # after a clean stop that is exit code 0. Set before the service starts, so a
+        # SIGTERM while it starts is a clean stop too.
         signal.signal(signal.SIGTERM, _stopped)
-        server.run()
-        if not server.started:
-            raise ConfigError(f"could not serve on {settings.host}:{settings.port}")
+        run_server(settings)  # lock, port, store, pool, then uvicorn: see its module
 
 
 def result_to_dict(result: object) -> dict[str, object]:

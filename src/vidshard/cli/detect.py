@@ -24,8 +24,9 @@ Model = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="YOLO weights (.pt, .onnx, .engine), a Grounding DINO folder (with --prompt), "
-        "or your own detector class (file.py:Class).",
+        help="YOLO weights (.pt, .onnx, .engine) you provide, a YOLO model config "
+        "(yolo11n.yaml: random weights, for trying out), a Grounding DINO folder (with "
+        "--prompt), or your own detector class (file.py:Class).",
     ),
 ]
 Prompt = Annotated[str | None, typer.Option(help='Text prompt for Grounding DINO: "car. person."')]
@@ -88,11 +89,15 @@ def _run(
             if as_json or quiet:
                 return
             if outcome.error is None:
-                err.print(f"[green]done[/] {outcome.path} ({outcome.frames} frames)")
+                err.print(
+                    f"[green]done[/] {outcome.path}: {_frames_text(outcome)}",
+                    highlight=False,
+                    soft_wrap=True,  # one line per video, however long its path
+                )
             else:
                 error = outcome.error
                 where = "" if error.startswith(outcome.path) else f"{outcome.path}: "
-                err.print(f"[red]failed[/] {where}{error}", highlight=False)
+                err.print(f"[red]failed[/] {where}{error}", highlight=False, soft_wrap=True)
 
         result = run_detect(
             videos,
@@ -125,20 +130,36 @@ def _run(
         )
     else:
         if result.skipped:
-            out.print(f"skipped {len(result.skipped)} video(s) already in {output}")
+            out.print(
+                f"skipped {len(result.skipped)} video(s) already in {output}",
+                highlight=False,
+                soft_wrap=True,
+            )
         ok = len(result.videos) - len(failed)
         out.print(
-            f"wrote {ok} video(s) to {result.output} ({result.frames} frames) in "
+            f"wrote {ok} video(s) to {result.output} ({result.frames} frames processed) in "
             f"{result.seconds:.1f} s, {result.fps:.1f} fps over {len(result.slots)} slot(s)",
             highlight=False,
+            soft_wrap=True,
         )
         if failed:
             err.print(
                 f"[red]{len(failed)} video(s) failed[/]; their lines in {output} carry the error",
                 highlight=False,
+                soft_wrap=True,
             )
     if failed:
         raise typer.Exit(1)
+
+
+def _frames_text(outcome: object) -> str:
+    """``8 of 40 frames processed``: the video's frame records in the JSONL, of its
+    ``video_info.frames``."""
+    from vidshard.engine.detect import VideoOutcome
+
+    assert isinstance(outcome, VideoOutcome)
+    total = "?" if outcome.video_frames is None else str(outcome.video_frames)
+    return f"{outcome.frames} of {total} frames processed"
 
 
 def _recipe(
@@ -156,9 +177,10 @@ def _recipe(
     masks: bool = False,
 ) -> object:
     from vidshard.detect.pipeline import DetectorOptions, DetectRecipe, detector_kind
+    from vidshard.models.detect_files import weights_argument
 
     kind = detector_kind(model)
-    weights = model if kind == "class" else str(Path(model).expanduser().resolve())
+    weights = weights_argument(model, kind)
     names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
     recipe = DetectRecipe(
         detector=kind,

@@ -32,12 +32,15 @@ def detector_kind(model: str) -> str:
     if ":" in model and (head.endswith(".py") or "/" not in head):
         return "class"
     path = Path(model).expanduser()
-    if not path.exists():
-        raise ModelError(f"model not found: {model}")
     if path.is_dir():
         return "grounding-dino"
     if path.suffix.lower() in WEIGHT_SUFFIXES:
-        return "yolo"
+        return "yolo"  # a missing file is named by DetectRecipe.validate, with a hint
+    if not path.exists():
+        raise ModelError(
+            f"model not found: {path.resolve()} (expected YOLO weights, a Grounding DINO "
+            "folder, or file.py:Class)"
+        )
     raise ModelError(
         f"--model {model}: expected YOLO weights ({', '.join(WEIGHT_SUFFIXES)}), a Grounding "
         "DINO folder, or file.py:Class"
@@ -111,6 +114,16 @@ class DetectRecipe:
     masks: bool = False  # keep (and write) masks
 
     def validate(self) -> None:
+        """The coordinator's one check, before any output or worker exists: the options,
+        then the model files (there, and models; read without importing a framework,
+        see :mod:`vidshard.models.detect_files`)."""
+        from vidshard.models.detect_files import check_detector_files
+
+        self.validate_options()
+        check_detector_files(self)
+
+    def validate_options(self) -> None:
+        """The options alone (a worker's check: it reads no file before ``load``)."""
         if self.detector not in DETECTORS:
             raise ConfigError(f"detector: expected one of {', '.join(DETECTORS)}")
         if self.tracker not in TRACKERS:

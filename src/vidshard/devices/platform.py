@@ -19,6 +19,8 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -32,6 +34,7 @@ from vidshard.devices.types import VISIBILITY_VARIABLE, Device, DeviceKind, Devi
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_S = 10.0  # a GPU in a bad state can hang nvidia-smi
+CPU_SAMPLE_S = 0.1  # the CPU's load is measured over at least this long
 KIND_ORDER: dict[str, int] = {"cuda": 0, "npu": 1, "cpu": 2}
 
 CommandRunner = Callable[[Sequence[str], float], str]
@@ -267,25 +270,70 @@ def _cpu_temperature_c() -> float | None:
     return None
 
 
+def busy_pct(before: Any, after: Any) -> float:
+    """The busy share of CPU time between two ``psutil.cpu_times()`` readings, in
+    percent, counted as ``psutil.cpu_percent`` counts it (idle and iowait are idle;
+    Linux's guest time is already inside user and nice)."""
+    deltas = type(after)._make(max(0.0, a - b) for a, b in zip(after, before, strict=True))
+    guest_s = getattr(deltas, "guest", 0.0) + getattr(deltas, "guest_nice", 0.0)
+    total_s = float(sum(deltas) - guest_s)
+    if total_s <= 0:
+        return 0.0
+    idle_s = float(deltas.idle + getattr(deltas, "iowait", 0.0))
+    return round(min(100.0, max(0.0, 100.0 * (total_s - idle_s) / total_s)), 1)
+
+
+class CpuLoad:
+    """The CPU's load between readings, whichever thread asks.
+
+    The first reading waits until :data:`CPU_SAMPLE_S` has passed since this object was
+    made, so a one-shot ``vidshard devices`` shows a measured figure; a reading asked for
+    sooner than that after the previous one repeats the previous figure.
+    """
+
+    def __init__(
+        self,
+        *,
+        cpu_times: Callable[[], Any] = psutil.cpu_times,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        sample_s: float = CPU_SAMPLE_S,
+    ) -> None:
+        self._cpu_times, self._clock, self._sleep = cpu_times, clock, sleep
+        self._sample_s = sample_s
+        self._lock = threading.Lock()
+        self._last_s, self._last_times = clock(), cpu_times()
+        self._last_pct: float | None = None
+
+    def read_pct(self) -> float:
+        with self._lock:
+            wait_s = self._sample_s - (self._clock() - self._last_s)
+            if wait_s > 0:
+                if self._last_pct is not None:
+                    return self._last_pct
+                self._sleep(wait_s)
+            now_times = self._cpu_times()
+            self._last_pct = busy_pct(self._last_times, now_times)
+            self._last_s, self._last_times = self._clock(), now_times
+            return self._last_pct
+
+
 class CpuPlatform:
     """The host CPU: one device, with cores, memory and load from psutil."""
 
     kind: DeviceKind = "cpu"
 
-    def __init__(self) -> None:
-        self._load_primed = False  # psutil's first non-blocking load reading is meaningless
+    def __init__(self, load: CpuLoad | None = None) -> None:
+        self._load = load or CpuLoad()
 
     def statuses(self) -> list[DeviceStatus]:
         memory = psutil.virtual_memory()
-        load_pct = float(psutil.cpu_percent(interval=None))
-        utilization_pct = load_pct if self._load_primed else None
-        self._load_primed = True
         device = Device("cpu", 0, name=_cpu_name(), memory_total_bytes=int(memory.total))
         status = DeviceStatus(
             device,
             memory_total_bytes=int(memory.total),
             memory_used_bytes=int(memory.total - memory.available),
-            utilization_pct=utilization_pct,
+            utilization_pct=self._load.read_pct(),
             temperature_c=_cpu_temperature_c(),
             cpu_cores=available_cpu_count(),
         )

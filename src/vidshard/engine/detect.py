@@ -17,7 +17,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,14 @@ from vidshard.errors import ConfigError, InputError, OutputError, VidshardError
 from vidshard.executors.base import Executor, create_executor
 from vidshard.media import EncodeSettings, MediaInfo, join_segments, probe
 from vidshard.media.plan import plan_segments
+from vidshard.media.source import FileIdentity
 from vidshard.media.types import VideoStreamInfo
+from vidshard.media.writer import output_notes
+from vidshard.models.detect_files import uses_random_weights
+from vidshard.pathnames import path_name_problem, shown
 
 from .events import Event, UnitProgress
+from .output_dirs import check_creatable_dir, ensure_dir, removed_if_left_empty
 from .progress import ProgressSnapshot, ProgressTracker, SlotStats
 from .scheduler import run_units
 from .track import TrackedFrame, load_tracked
@@ -82,9 +87,10 @@ class DetectOptions:
 @dataclass(frozen=True)
 class VideoOutcome:
     path: str
-    frames: int  # frames processed
+    frames: int  # frames processed: the video's frame records in the JSONL
     error: str | None = None
     annotated: Path | None = None
+    video_frames: int | None = None  # frames in the video (its JSONL video_info.frames)
 
 
 @dataclass(frozen=True)
@@ -173,8 +179,13 @@ class _Video:
 
     @property
     def processed(self) -> int:
-        """Frames processed, counted once a video has not failed."""
-        return sum(len(r) for r in self.results.values()) if self.error is None else 0
+        """Frames processed: its frame records in the JSONL, each frame once (the
+        overlap two parts share too); 0 for a video that failed."""
+        return len(self.frames) if self.error is None else 0
+
+    def outcome(self) -> VideoOutcome:
+        total = self.info.video.frame_count if self.info is not None else None
+        return VideoOutcome(self.path, self.processed, self.error, self.annotated, total)
 
 
 def run_detect(
@@ -187,12 +198,22 @@ def run_detect(
     on_phase: PhaseFn | None = None,
     on_video: Callable[[VideoOutcome], None] | None = None,
     executor: Callable[[DetectRecipe], Executor] | None = None,
+    source_identities: Mapping[str, FileIdentity] | None = None,
 ) -> DetectResult:
-    """Detect (and track) objects in every video of ``inputs``; one JSONL line each."""
+    """Detect (and track) objects in every video of ``inputs``; one JSONL line each.
+
+    ``source_identities`` maps inputs (as given) to their identity when an earlier check
+    saw them: any other file at such a path is refused."""
     started = time.monotonic()
     phase = on_phase or (lambda _name: None)
     recipe.validate()
     options.validate()
+    if uses_random_weights(recipe):
+        logger.warning(
+            "%s is a model config, not trained weights: random weights, random boxes "
+            "(for trying vidshard out)",
+            recipe.weights,
+        )
     out = Path(output)
     _check_output(out, options.annotate_dir)
     phase("checking inputs")
@@ -204,7 +225,7 @@ def run_detect(
             skipped.append(raw)
             continue
         try:
-            info = probe(Path(raw))
+            info = probe(Path(raw), (source_identities or {}).get(raw))
             videos.append(_Video(raw, info))
         except VidshardError as exc:
             videos.append(_Video(raw, None, error=str(exc)))
@@ -217,7 +238,7 @@ def run_detect(
         slot_count = len(slots)
     else:
         slots, slot_count = [], len(pool.live_slots())
-    with _WorkDir(out) as work, JsonlSink(out) as sink:
+    with _WorkDir(out) as work, removed_if_left_empty(out), JsonlSink(out) as sink:
         units = _plan(videos, recipe, options, slot_count, work.path)
         tracker = ProgressTracker(frames_total=sum(len(v.indices) for v in videos))
         by_unit = {u.unit_id: v for v in videos for u in v.parts}
@@ -233,7 +254,7 @@ def run_detect(
             sink.write(record)
             phase(f"{finished}/{len(videos)} videos")
             if on_video is not None:
-                on_video(VideoOutcome(video.path, video.processed, video.error))
+                on_video(video.outcome())
 
         for video in videos:
             if video.error is not None:
@@ -281,36 +302,31 @@ def run_detect(
                     _annotate(runner, drawable, options, work.path, phase)
         finally:
             runner.shutdown()
-        work.remove()
+            work.remove()  # a rerun resumes from the JSONL (--skip-existing), not from parts
     snapshot = tracker.snapshot()
-    outcomes = tuple(
-        VideoOutcome(
-            v.path,
-            v.processed,
-            v.error,
-            v.annotated,
-        )
-        for v in videos
-    )
     return DetectResult(
         output=out,
-        videos=outcomes,
+        videos=tuple(v.outcome() for v in videos),
         skipped=tuple(skipped),
-        frames=snapshot.frames_done,
+        frames=sum(v.processed for v in videos),
         seconds=time.monotonic() - started,
         slots=snapshot.slots,
     )
 
 
 def _check_output(out: Path, annotate_dir: Path | None) -> None:
+    for given, what in ((out, "output"), (annotate_dir, "--annotate-dir")):
+        problem = path_name_problem(str(given)) if given is not None else None
+        if problem is not None:
+            raise OutputError(f"{what} {shown(str(given))} cannot name a file: {problem}")
     if out.exists() and out.is_dir():
         raise OutputError(f"output is a directory; give a .jsonl file name: {out}")
     if not out.parent.is_dir():
         raise OutputError(f"output directory does not exist: {out.parent}")
     if not os.access(out.parent, os.W_OK):
         raise OutputError(f"no permission to write in {out.parent}")
-    if annotate_dir is not None and not annotate_dir.is_dir():
-        raise OutputError(f"--annotate-dir is not a directory: {annotate_dir}")
+    if annotate_dir is not None:
+        check_creatable_dir(annotate_dir, "--annotate-dir")  # created when first written
 
 
 def _plan(
@@ -343,6 +359,7 @@ def _plan(
                 indices=tuple(video.indices[start:end]),
                 out_path=work_dir / f"{unit_id}.pkl",
                 masks=recipe.masks,
+                source_identity=video.info.identity,
             )
             video.parts.append(unit)
             units.append(unit)
@@ -412,6 +429,8 @@ def _annotate(
     for n, video in enumerate(videos):
         assert video.info is not None
         stream = video.info.video
+        for note in output_notes(settings, stream, stream.size_wh):  # once, not per segment
+            logger.warning("%s: %s", video.path, note)
         drawings: list[object] = [EMPTY] * stream.frame_count
         last: object = EMPTY
         at = {index: (tracked, masks) for index, tracked, masks in video.frames}
@@ -431,11 +450,13 @@ def _annotate(
                     drawings=tuple(drawings[seg.start : seg.end]),
                     out_path=path,
                     settings=settings,
+                    source_identity=video.info.identity,
                 )
             )
             pieces.setdefault(video.path, []).append(path)
     phase(f"drawing {len(videos)} video(s)")
     run_units(runner, units)
+    ensure_dir(options.annotate_dir, "--annotate-dir")
     for video in videos:
         assert video.info is not None
         source = Path(video.path)

@@ -1,6 +1,9 @@
 """Progress as data: frames done, speed, ETA and per-slot rates from events.
 
-The clock is injected so speed and ETA are testable (STYLE idea 9).
+The clock is injected so speed and ETA are testable (STYLE idea 9). Frames done never
+go down: a unit that runs again (its worker died) keeps the frames it had reported, and
+its rerun counts only the frames past them, so the bar, the API's snapshots and a
+service job's progress only ever move forward.
 """
 
 from __future__ import annotations
@@ -63,7 +66,10 @@ class ProgressTracker:
     frames_done: int = 0
     slots: dict[str, SlotStats] = field(default_factory=dict)
     quarantined: list[str] = field(default_factory=list)
+    # Per unit: the most frames any of its attempts reported (what frames_done counts),
+    # and the frames its current attempt has reported.
     _unit_frames: dict[str, int] = field(default_factory=dict, repr=False)
+    _attempt_frames: dict[str, int] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -76,10 +82,13 @@ class ProgressTracker:
     def handle(self, event: Event) -> None:
         with self._lock:
             if isinstance(event, UnitProgress):
-                self.frames_done += event.frames
-                self._unit_frames[event.unit_id] = (
-                    self._unit_frames.get(event.unit_id, 0) + event.frames
-                )
+                unit = event.unit_id
+                attempt = self._attempt_frames.get(unit, 0) + max(0, event.frames)
+                self._attempt_frames[unit] = attempt
+                counted = self._unit_frames.get(unit, 0)
+                if attempt > counted:  # a rerun counts only past its earlier attempts
+                    self.frames_done += attempt - counted
+                    self._unit_frames[unit] = attempt
                 self._slot(event.slot_label).frames += event.frames
             elif isinstance(event, UnitStarted):
                 self._slot(event.slot_label).running_since_s = self.clock()
@@ -102,10 +111,10 @@ class ProgressTracker:
             stats.running_since_s = None
 
     def restart_unit(self, unit_id: str) -> None:
-        """Take back the frames a unit reported before its worker died; it runs again."""
+        """A unit runs again from its start (its worker died). The frames it reported stay
+        counted; its rerun's first frames are those frames again, not new ones."""
         with self._lock:
-            frames = self._unit_frames.pop(unit_id, 0)
-            self.frames_done = max(0, self.frames_done - frames)
+            self._attempt_frames[unit_id] = 0
 
     def snapshot(self) -> ProgressSnapshot:
         with self._lock:

@@ -10,10 +10,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from vidshard.errors import Cancelled, ModelError
 from vidshard.media.reader import read_frames
@@ -145,10 +147,16 @@ def run_segment(
         _SeamCollector(seg.seam_right, unit.seam_right_path),
     ]
     video = unit.video
-    out_size_wh = (video.width * unit.scale, video.height * unit.scale)
+    out_size_wh = unit.out_size_wh
+    shrink_to = model_input_size_wh(video.size_wh, unit.scale) if unit.down_sample else None
 
     def decode() -> None:
-        for frame in read_frames(unit.source, video, read_start, read_end):
+        for decoded_frame in read_frames(
+            unit.source, video, read_start, read_end, identity=unit.source_identity
+        ):
+            frame = decoded_frame
+            if shrink_to is not None:
+                frame = replace(frame, image=resize_rgb(frame.image, shrink_to))
             if not _put(decoded, frame, stop):
                 return
         _put(decoded, _END, stop)
@@ -156,7 +164,9 @@ def run_segment(
     def encode() -> None:
         tmp = unit.core_path.with_name(unit.core_path.stem + ".partial" + unit.core_path.suffix)
         done, half = 0, max(1, seg.frames // 2)
-        with SegmentWriter(tmp, unit.settings, out_size_wh, video.time_base, video.avg_rate) as w:
+        with SegmentWriter(
+            tmp, unit.settings, out_size_wh, video.time_base, video.avg_rate, source=video
+        ) as w:
             while (item := _get(inferred, stop)) is not _END:
                 indices, images = item
                 for index, image in zip(indices, images, strict=True):
@@ -181,7 +191,17 @@ def run_segment(
     for stage in stages:
         stage.start()
     try:
-        _infer_loop(decoded, inferred, model, unit.scale, batch_size, stop, cancel, unit.unit_id)
+        _infer_loop(
+            decoded,
+            inferred,
+            model,
+            unit.scale,
+            batch_size,
+            stop,
+            cancel,
+            unit.unit_id,
+            out_size_wh if unit.down_sample else None,
+        )
     except BaseException:
         stop.set()
         raise
@@ -219,15 +239,34 @@ def _infer_loop(
     stop: threading.Event,
     cancel: threading.Event | None = None,
     unit_id: str = "",
+    fit_to_wh: tuple[int, int] | None = None,
 ) -> None:
     for batch in _batches(decoded, batch_size, stop):
         _check_cancel(cancel, unit_id)
         images = np.stack([f.image for f in batch])
         outputs = check_output(images, model.run(images), scale, model.spec.name)
+        if fit_to_wh is not None and outputs.shape[2:0:-1] != fit_to_wh:
+            outputs = np.stack([resize_rgb(image, fit_to_wh) for image in outputs])
         if not _put(inferred, ([f.index for f in batch], list(outputs)), stop):
             return
     if not stop.is_set():
         _put(inferred, _END, stop)
+
+
+def model_input_size_wh(size_wh: tuple[int, int], scale: int) -> tuple[int, int]:
+    """What ``down_sample`` shrinks a frame to: its size over the scale, rounded, so the
+    model's output is the input's size (or within a pixel of it, then fitted)."""
+    width, height = size_wh
+    return (max(1, round(width / scale)), max(1, round(height / scale)))
+
+
+def resize_rgb(image: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """An (H, W, 3) uint8 picture resampled to ``size_wh`` with antialiased bicubic, the
+    degradation most super-resolution models are trained to undo."""
+    if image.shape[1::-1] == size_wh:
+        return image
+    resized = Image.fromarray(image).resize(size_wh, Image.Resampling.BICUBIC)
+    return np.asarray(resized)
 
 
 def crossfade(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -253,7 +292,9 @@ def run_seam(
     start, _ = unit.frame_range
     video = unit.video
     tmp = unit.out_path.with_name(unit.out_path.stem + ".partial" + unit.out_path.suffix)
-    with SegmentWriter(tmp, unit.settings, unit.size_wh, video.time_base, video.avg_rate) as w:
+    with SegmentWriter(
+        tmp, unit.settings, unit.size_wh, video.time_base, video.avg_rate, source=video
+    ) as w:
         for offset, image in enumerate(blended):
             w.write(image, video.pts[start + offset])
     tmp.replace(unit.out_path)

@@ -58,7 +58,9 @@ def run_track(
     base = video.pts[0]
 
     def frames() -> Iterator[tuple[int, np.ndarray]]:
-        for n, frame in enumerate(read_frames(unit.source, video, first, last + 1)):
+        for n, frame in enumerate(
+            read_frames(unit.source, video, first, last + 1, identity=unit.source_identity)
+        ):
             if n % 16 == 0:
                 _check(cancel, unit.unit_id)
             if frame.index in wanted:
@@ -110,8 +112,12 @@ def run_annotate(
     video = unit.video
     start, end = unit.frame_range
     tmp = unit.out_path.with_name(unit.out_path.stem + ".partial" + unit.out_path.suffix)
-    with SegmentWriter(tmp, unit.settings, video.size_wh, video.time_base, video.avg_rate) as w:
-        for n, frame in enumerate(read_frames(unit.source, video, start, end)):
+    with SegmentWriter(
+        tmp, unit.settings, video.size_wh, video.time_base, video.avg_rate, source=video
+    ) as w:
+        for n, frame in enumerate(
+            read_frames(unit.source, video, start, end, identity=unit.source_identity)
+        ):
             if n % 16 == 0:
                 _check(cancel, unit.unit_id)
             drawing = unit.drawings[frame.index - start]

@@ -9,8 +9,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vidshard.media.plan import Segment
+from vidshard.media.source import FileIdentity
 from vidshard.media.types import VideoStreamInfo
 from vidshard.media.writer import EncodeSettings
+
+
+def output_size_wh(
+    size_wh: tuple[int, int], scale: int, *, down_sample: bool = False
+) -> tuple[int, int]:
+    """The output's frame size: the input's times the scale, or the input's own size
+    when it is shrunk by the scale before the model (``down_sample``)."""
+    width, height = size_wh
+    return (width, height) if down_sample else (width * scale, height * scale)
 
 
 @dataclass(frozen=True)
@@ -27,11 +37,17 @@ class SegmentUnit:
     settings: EncodeSettings
     scale: int
     batch_size: int
+    source_identity: FileIdentity | None = None  # the probe's: a swapped file is refused
+    down_sample: bool = False  # frames shrunk by ``scale`` before the model: same-size output
 
     @property
     def frames(self) -> int:
         start, end = self.segment.read_range
         return end - start
+
+    @property
+    def out_size_wh(self) -> tuple[int, int]:
+        return output_size_wh(self.video.size_wh, self.scale, down_sample=self.down_sample)
 
     @property
     def needs_model(self) -> bool:
@@ -71,6 +87,7 @@ class TrackUnit:
     indices: tuple[int, ...]  # frame indices to process, increasing (a part, with overlap)
     out_path: Path
     masks: bool = False  # keep masks, as RLE
+    source_identity: FileIdentity | None = None  # the probe's: a swapped file is refused
 
     @property
     def frames(self) -> int:
@@ -92,6 +109,7 @@ class AnnotateUnit:
     drawings: tuple[object, ...]  # per frame of the range: what to draw (see detect.annotate)
     out_path: Path
     settings: EncodeSettings
+    source_identity: FileIdentity | None = None  # the probe's: a swapped file is refused
 
     @property
     def frames(self) -> int:

@@ -26,15 +26,18 @@ from vidshard.media import (
     probe,
 )
 from vidshard.media.plan import Segment, plan_segments, segments_from_bounds
+from vidshard.media.source import FileIdentity
+from vidshard.media.writer import output_notes
 from vidshard.models.options import TileOption
 from vidshard.models.registry import ModelOptions, ModelRef, resolve_model
+from vidshard.pathnames import path_name_problem, shown
 
 from .events import Event, UnitProgress
 from .manifest import Manifest, fingerprint
 from .merger import OrderedMerger
 from .progress import ProgressSnapshot, ProgressTracker, SlotStats
 from .scheduler import run_units
-from .units import SeamUnit, SegmentUnit, UnitResult, WorkUnit
+from .units import SeamUnit, SegmentUnit, UnitResult, WorkUnit, output_size_wh
 
 logger = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 4
@@ -62,6 +65,7 @@ class UpscaleOptions:
     batch_size: int | None = None
     executor: str = "local"
     resume: bool = True  # reuse finished segments of an interrupted run of the same job
+    down_sample: bool = False  # shrink by the scale first: the output keeps the input's size
 
     def validate(self) -> None:
         if self.workers_per_device < 1:
@@ -101,6 +105,11 @@ class UpscaleResult:
 
 def check_paths(source: Path, output: Path) -> None:
     """Cheap checks before anything starts; typed errors naming the problem."""
+    for given, error in ((source, InputError), (output, OutputError)):
+        problem = path_name_problem(str(given))
+        if problem is not None:
+            kind = "input" if error is InputError else "output"
+            raise error(f"{kind} {shown(str(given))} cannot name a file: {problem}")
     if not source.exists():
         raise InputError(f"input file not found: {source}")
     if source.is_dir():
@@ -141,10 +150,11 @@ def build_plan(
     settings: EncodeSettings,
     work_dir: Path,
     batch_size: int,
+    down_sample: bool = False,
 ) -> _Plan:
     scale = model.spec.scale
     video = info.video
-    out_wh = (video.width * scale, video.height * scale)
+    out_wh = output_size_wh(video.size_wh, scale, down_sample=down_sample)
     units: list[WorkUnit] = []
     depends_on: dict[str, tuple[str, ...]] = {}
     positions: dict[str, int] = {}
@@ -171,6 +181,8 @@ def build_plan(
                 settings=settings,
                 scale=scale,
                 batch_size=batch_size,
+                source_identity=info.identity,
+                down_sample=down_sample,
             )
         )
         if seg.seam_right is not None:
@@ -194,12 +206,16 @@ def build_plan(
 
 
 def _prepare(
-    source: Path, output: Path, options: UpscaleOptions, pooled: bool = False
+    source: Path,
+    output: Path,
+    options: UpscaleOptions,
+    pooled: bool = False,
+    expected: FileIdentity | None = None,
 ) -> tuple[MediaInfo, ModelRef, list[DeviceSlot], EncodeSettings]:
     options.validate()
     check_paths(source, output)
     settings = options.encode_settings()
-    info = probe(source)
+    info = probe(source, expected)
     check_output_container(info, output, video_codec=settings.codec)
     model = resolve_model(
         options.model,
@@ -211,6 +227,9 @@ def _prepare(
             batch_size=options.batch_size,
         ),
     )
+    out_wh = output_size_wh(info.video.size_wh, model.spec.scale, down_sample=options.down_sample)
+    for note in output_notes(settings, info.video, out_wh):  # once here, not per segment
+        logger.warning("%s: %s", source.name, note)
     if pooled:  # a shared pool's slots are already up
         return info, model, [], settings
     devices = [status.device for status in discover_devices()]
@@ -225,6 +244,7 @@ class _WorkDir:
 
     def __init__(self, output: Path) -> None:
         self.path = work_dir_for(output)
+        self.output = Path(os.path.abspath(output))  # named in messages: never "."
         self._lock_fd: int | None = None
 
     def __enter__(self) -> _WorkDir:
@@ -238,7 +258,10 @@ class _WorkDir:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise OutputError(f"another vidshard job is writing {self.path.parent}") from None
+            raise OutputError(
+                f"another vidshard job is writing {self.output}: wait for it to finish, "
+                "or choose another output"
+            ) from None
         self._lock_fd = fd
         for partial in self.path.glob("*.partial*"):
             partial.unlink()
@@ -256,6 +279,17 @@ class _WorkDir:
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 
+    def keep_for_resume(self) -> bool:
+        """After an interruption: True (partial files removed) if a finished unit is
+        recorded for a rerun to reuse; False when there is nothing worth keeping (the
+        job stopped before its first unit, e.g. while its workers started)."""
+        manifest = Manifest.load(self.path)
+        if manifest is None or not manifest.finished:
+            return False
+        for partial in self.path.glob("*.partial*"):  # the workers have stopped
+            partial.unlink(missing_ok=True)
+        return True
+
 
 def _output_options(options: UpscaleOptions, settings: EncodeSettings) -> dict[str, object]:
     """The options that decide the output's bits (the manifest's fingerprint)."""
@@ -267,6 +301,7 @@ def _output_options(options: UpscaleOptions, settings: EncodeSettings) -> dict[s
         "segment_seconds": options.segment_seconds,
         "precision": options.precision,
         "batch_size": options.batch_size or DEFAULT_BATCH_SIZE,
+        "down_sample": options.down_sample,
         "settings": repr(settings),
     }
 
@@ -327,6 +362,7 @@ def run_upscale(
     on_progress: ProgressFn | None = None,
     on_phase: PhaseFn | None = None,
     executor: Callable[[ModelRef], Executor] | None = None,
+    source_identity: FileIdentity | None = None,
 ) -> UpscaleResult:
     """Upscale ``source`` into ``output`` over the slots ``options.devices`` names.
 
@@ -336,14 +372,15 @@ def run_upscale(
 
     ``executor``, when given, makes the executor for the resolved model instead of
     starting workers for ``options.devices``: the service passes a handle on its
-    shared pool (``LocalExecutor.job``).
+    shared pool (``LocalExecutor.job``). ``source_identity``, when given, is the identity
+    of the source as an earlier check saw it: any other file at that path is refused.
     """
     started = time.monotonic()
     source_path, output_path = Path(source), Path(output)
     phase = on_phase or (lambda _name: None)
     phase("checking input")
     info, model, slots, settings = _prepare(
-        source_path, output_path, options, pooled=executor is not None
+        source_path, output_path, options, pooled=executor is not None, expected=source_identity
     )
     with _WorkDir(output_path) as work:
         keep = False
@@ -361,7 +398,7 @@ def run_upscale(
                 executor(model) if executor is not None else create_executor(options.executor),
             )
         except (KeyboardInterrupt, WorkerError, CancelledError):
-            keep = True  # finished segments stay for a resume
+            keep = work.keep_for_resume()  # finished segments stay for a resume
             raise
         except OSError as exc:  # the disk refused a write: full, quota, file size limit
             failure = write_failure(exc, f"in {output_path.parent}")
@@ -390,7 +427,9 @@ def _run(
     manifest = _load_or_plan(work, info, model, options, settings, slot_count)
     segments = segments_from_bounds(manifest.bounds, manifest.overlap_frames)
     batch_size = options.batch_size or DEFAULT_BATCH_SIZE
-    plan = build_plan(info, segments, model, settings, work.path, batch_size)
+    plan = build_plan(
+        info, segments, model, settings, work.path, batch_size, down_sample=options.down_sample
+    )
     finished = _finished_units(plan, manifest)
     tracker = ProgressTracker(
         frames_total=info.video.frame_count,
@@ -441,7 +480,7 @@ def _run(
     else:
         executor.shutdown()  # never started: nothing to stop, but a pool job is released
         phase("joining")
-    out_wh = (info.video.width * model.spec.scale, info.video.height * model.spec.scale)
+    out_wh = output_size_wh(info.video.size_wh, model.spec.scale, down_sample=options.down_sample)
     try:
         join_segments(
             merger.ordered(),

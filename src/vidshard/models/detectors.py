@@ -12,13 +12,10 @@ keeps only the named classes (names, case-insensitive, or class ids written as t
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 import logging
-import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,8 @@ from vidshard.detect.types import Detections
 from vidshard.errors import ModelError, VidshardError
 from vidshard.models.classical import check_batch
 from vidshard.models.custom import canonical_target, import_object
+from vidshard.models.detect_files import GROUNDING_DINO_TYPES, is_shipped_config_name
+from vidshard.models.ultralytics_env import first_line, import_yolo, keep_torch_threads
 
 __all__ = [
     "GROUNDING_DINO_TYPES",
@@ -46,12 +45,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 YOLO_SUFFIXES = (".pt", ".onnx", ".engine", ".torchscript", ".yaml", ".yml")
-GROUNDING_DINO_TYPES = ("grounding-dino", "mm-grounding-dino")  # transformers model_type
 
 
 def build_detector(recipe: DetectRecipe) -> Detector:
     """The unloaded detector ``recipe`` names; call ``load(device)`` next."""
-    recipe.validate()
+    recipe.validate_options()
     if recipe.detector == "yolo":
         return YoloDetector(recipe.weights, recipe.options)
     if recipe.detector == "grounding-dino":
@@ -115,12 +113,6 @@ def _finish(dets: Detections, height: int, width: int) -> Detections:
     return dets.clip(width, height) if len(dets) else Detections.empty()
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    text = lines[0] if lines else ""
-    return f"{type(exc).__name__}: {text.removeprefix('ERROR ❌️ ').strip()}"
-
-
 def _torch_device(device: str) -> Any:
     import torch
 
@@ -131,46 +123,6 @@ def _torch_device(device: str) -> Any:
 
 
 # -- YOLO ------------------------------------------------------------------------------
-
-
-def import_yolo() -> Any:
-    """Ultralytics' ``YOLO`` class, imported so that it never reaches the network.
-
-    ``YOLO_OFFLINE`` stops its online check (so no weights, fonts, analytics or pip
-    installs), ``YOLO_AUTOINSTALL`` is off, and its settings file goes to a directory in
-    the temp dir rather than the user's home, unless ``YOLO_CONFIG_DIR`` is set.
-    ultralytics reads these once, when it is first imported.
-    """
-    os.environ["YOLO_OFFLINE"] = "1"
-    os.environ["YOLO_AUTOINSTALL"] = "False"
-    os.environ.setdefault("YOLO_VERBOSE", "False")
-    if not os.environ.get("YOLO_CONFIG_DIR"):
-        owner = os.getuid() if hasattr(os, "getuid") else os.getpid()
-        path = Path(tempfile.gettempdir()) / f"vidshard-ultralytics-{owner}"
-        os.environ["YOLO_CONFIG_DIR"] = str(path)
-    from vidshard._compat.torchvision_ops import ensure_torchvision_ops
-
-    ensure_torchvision_ops()
-    try:
-        ultralytics = importlib.import_module("ultralytics")
-    except ImportError as exc:
-        # Not installed, or its OpenCV misses system libraries (libGL.so.1: install libgl1,
-        # or opencv-python-headless in place of opencv-python).
-        raise ModelError(f"cannot import ultralytics for YOLO: {_first_line(exc)}") from exc
-    return ultralytics.YOLO
-
-
-@contextmanager
-def _keep_torch_threads() -> Iterator[None]:
-    """ultralytics sets torch's CPU thread count when it picks a device; put it back."""
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
 
 
 class YoloDetector:
@@ -199,17 +151,28 @@ class YoloDetector:
             )
         if self.path.is_file():
             return str(self.path.resolve())
-        if suffix in (".yaml", ".yml") and self.path.name == str(self.path):
-            return self.path.name  # maybe one of ultralytics' own model configs
+        if is_shipped_config_name(str(self.path)):
+            return self.path.name  # one of ultralytics' own model configs
         raise ModelError(f"YOLO weights not found: {self.path}")
 
     def load(self, device: str) -> None:
         source = self._source()
         yolo = import_yolo()
-        try:
-            model = yolo(source, verbose=False)
-        except Exception as exc:  # ultralytics raises TypeError, FileNotFoundError, ...
-            raise ModelError(f"cannot load YOLO weights {self.path}: {_first_line(exc)}") from exc
+        from ultralytics.utils.checks import check_yolov5u_filename
+
+        with tempfile.TemporaryDirectory(prefix="vidshard-yolo-") as scratch:
+            if source.endswith(".pt") and check_yolov5u_filename(source, verbose=False) != source:
+                # ultralytics would load (and download) yolov5nu.pt in place of a file
+                # named yolov5n.pt: hand it the same file under a name it leaves alone
+                alias = Path(scratch) / "weights.pt"
+                alias.symlink_to(source)
+                source = str(alias)
+            try:
+                model = yolo(source, verbose=False)
+            except Exception as exc:  # ultralytics raises TypeError, FileNotFoundError, ...
+                raise ModelError(
+                    f"cannot load YOLO weights {self.path}: {first_line(exc)}"
+                ) from exc
         if model.task not in ("detect", "segment", "pose"):
             raise ModelError(f"YOLO model {self.name} is a {model.task} model, not a detector")
         self._model, self._device, self._class_ids = None, device, None
@@ -221,9 +184,9 @@ class YoloDetector:
             names = {int(k): str(v) for k, v in dict(model.names).items()}
             self._predict(model, np.zeros((1, 64, 64, 3), dtype=np.uint8))
         except ImportError as exc:
-            raise ModelError(f"YOLO model {self.name} needs {_first_line(exc)}") from exc
+            raise ModelError(f"YOLO model {self.name} needs {first_line(exc)}") from exc
         except Exception as exc:  # onnxruntime / TensorRT / torch errors on a bad export
-            raise ModelError(f"cannot run YOLO model {self.name}: {_first_line(exc)}") from exc
+            raise ModelError(f"cannot run YOLO model {self.name}: {first_line(exc)}") from exc
         classes = self.options.classes
         self._class_ids = resolve_class_ids(classes, names, self.name) if classes else None
         self._model, self._names = model, names
@@ -231,7 +194,7 @@ class YoloDetector:
 
     def _predict(self, model: Any, frames: np.ndarray) -> list[Any]:
         bgr = np.ascontiguousarray(frames[..., ::-1])  # ultralytics reads arrays as BGR
-        with _keep_torch_threads():
+        with keep_torch_threads():
             results: list[Any] = model.predict(
                 list(bgr),
                 conf=self.options.conf,
@@ -351,7 +314,7 @@ class GroundingDinoDetector:
             )
         except ImportError as exc:
             raise ModelError(
-                f"cannot import transformers for Grounding DINO: {_first_line(exc)}"
+                f"cannot import transformers for Grounding DINO: {first_line(exc)}"
             ) from exc
         dev = _torch_device(device)
         try:
@@ -369,7 +332,7 @@ class GroundingDinoDetector:
             raise
         except Exception as exc:  # OSError, ValueError, KeyError from a partial folder
             raise ModelError(
-                f"cannot load Grounding DINO from {self.folder}: {_first_line(exc)}"
+                f"cannot load Grounding DINO from {self.folder}: {first_line(exc)}"
             ) from exc
         dtype = torch.float16 if self.options.half and dev.type != "cpu" else torch.float32
         self._model = model.to(dev, dtype=dtype).eval()

@@ -21,6 +21,7 @@ class / factory following :func:`~vidshard.models.custom.construct_model`'s conv
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -41,6 +42,7 @@ from vidshard.models.custom import (
 )
 from vidshard.models.options import DEFAULT_OPTIONS, ModelOptions, TileOption
 from vidshard.models.weights import WEIGHT_SUFFIXES, inspect_weights, is_weights_path
+from vidshard.pathnames import path_name_problem, shown
 
 __all__ = [
     "DEFAULT_SCALE",
@@ -272,6 +274,9 @@ def resolve_model(
     entry = registry.get(name)
     if entry is not None:
         return ModelRef("registered", name, entry.describe(scale, options), options)
+    problem = path_name_problem(name)
+    if problem is not None:
+        raise ModelError(f"model {shown(name)} cannot name a file: {problem}")
     if parse_class_target(name) is not None:
         target = canonical_target(name)
         model = construct_model(import_object(target), label=name, scale=scale, options=options)
@@ -284,7 +289,7 @@ def resolve_model(
             f"model file {path.name}: expected a weights file ({', '.join(WEIGHT_SUFFIXES)}), "
             f"got {path.suffix or 'no suffix'}"
         )
-    raise ModelError(_unknown_message(name, registry))
+    raise ModelError(unknown_model_message(name, registry))
 
 
 def _resolve_file(path: Path, scale: int | None, options: ModelOptions) -> ModelRef:
@@ -301,14 +306,31 @@ def _resolve_file(path: Path, scale: int | None, options: ModelOptions) -> Model
     )
 
 
-def _unknown_message(name: str, registry: ModelRegistry) -> str:
+def names_a_file(name: str) -> bool:
+    """Whether a model name is meant as a file (weights, a folder path, ``file.py:Class``)
+    or a class (``pkg.module:Class``) rather than a registered name."""
+    return (
+        is_weights_path(name)
+        or parse_class_target(name) is not None
+        or "/" in name
+        or "\\" in name
+        or name.startswith(("~", "."))
+    )
+
+
+def unknown_model_message(name: str, registry: ModelRegistry | None = None) -> str:
+    """What to say of a model name nobody registered: the names there are, and the
+    closest one."""
+    registry = default_registry() if registry is None else registry
     builtins, plugins = registry.names("builtin"), registry.names("plugin")
     known = f"a built-in ({', '.join(builtins)})"
     if plugins:
         known += f", a plugin ({', '.join(plugins)})"
+    close = difflib.get_close_matches(name.lower(), [*builtins, *plugins], n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
     return (
         f"unknown model {name!r}: expected {known}, a weights file "
-        f"({', '.join(WEIGHT_SUFFIXES)}) or package.module:Class / file.py:Class"
+        f"({', '.join(WEIGHT_SUFFIXES)}) or package.module:Class / file.py:Class{hint}"
     )
 
 

@@ -114,6 +114,9 @@ def test_builtins_build_in_the_worker_with_the_resolved_spec(name: str) -> None:
             ModelError,
             "unknown model 'realesrgan': expected a built-in (lanczos, bicubic, identity)",
         ),
+        # a typo of a built-in name: the closest one is named
+        ("lanczoz", None, ModelError, r"unknown model 'lanczoz'.*did you mean 'lanczos'\?"),
+        ("Bicubic", None, ModelError, r"did you mean 'bicubic'\?"),
         ("missing_model.pth", None, ModelError, "model file not found: .*missing_model.pth"),
         ("missing_model.safetensors", 2, ModelError, "model file not found"),
         ("no_such_pkg_xyz.mod:Model", None, ModelError, "cannot import model module"),

@@ -1,0 +1,45 @@
+"""The client's wait bar: the CLI's progress line, fed from polled jobs."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from vidshard.client import Job
+from vidshard.client_bar import WaitBar
+
+
+def job(state: str, done: int, total: int | None, eta_s: float | None = None, **kw) -> Job:
+    view = {"id": "0123456789abcdef", "state": state, "frames_done": done}
+    view.update(frames_total=total, eta_s=eta_s, **kw)
+    return Job.from_view(view)
+
+
+def final_line(width: int, *polls: Job) -> str:
+    out = io.StringIO()
+    with WaitBar("0123456789abcdef", True, Console(file=out, width=width)) as bar:
+        for polled in polls:
+            bar.update(polled)
+    return out.getvalue().splitlines()[0]
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_counts_and_eta_stay_at_every_width(width: int) -> None:
+    line = final_line(
+        width, job("queued", 0, None, queue_position=2), job("running", 120, 400, 35.0, fps=12.5)
+    )
+    assert line.startswith("job 01234567 running")
+    assert "120/400 frames" in line and "eta 0:35" in line and len(line) <= width
+
+
+def test_a_lower_count_from_the_server_does_not_move_the_bar_back() -> None:
+    line = final_line(120, job("running", 300, 400, 5.0, fps=20.0), job("cancelled", 250, 400))
+    assert "job 01234567 cancelled" in line
+    assert "300/400 frames" in line and "20.0 fps" in line  # the last rate seen stays
+
+
+def test_a_finished_job() -> None:
+    line = final_line(80, job("running", 10, 40, 9.0, fps=3.0), job("succeeded", 40, 40))
+    assert "40/40 frames" in line and "eta 0:00" in line
