@@ -202,15 +202,18 @@ def test_process_video_runs_to_success(client: TestClient, inputs: Path) -> None
     assert client.get(f"/v1/jobs/{task_id}").json()["state"] == "succeeded"
 
 
-def test_down_sample_is_refused_not_ignored(client: TestClient, inputs: Path) -> None:
-    before = _job_count(client)
+def test_down_sample_keeps_the_input_size(client: TestClient, inputs: Path) -> None:
+    """The seed's only example: the input is shrunk by the scale first, so the output
+    comes back at the input's own size, every frame kept."""
     body = {"video_path": str(inputs / "clip.mp4"), "down_sample": True}
     answer = client.post("/process_video", json=body)
-    assert answer.status_code == 422, answer.text
-    error = answer.json()
-    assert error["error"] == "Unsupported"
-    assert "down_sample" in error["detail"] and "not supported" in error["detail"]
-    assert _job_count(client) == before
+    assert answer.status_code == 202, answer.text
+    task_id = answer.json()["task_id"]
+    _seen, view = _watch(lambda: _celery(client, task_id), lambda v: v["status"] in FINAL_CELERY)
+    assert view["status"] == "SUCCESS", view
+    info = probe(Path(view["result"]["output_path"]))
+    assert (info.video.width, info.video.height, info.video.frame_count) == (64, 48, 24)
+    assert client.get(f"/v1/jobs/{task_id}").json()["params"]["down_sample"] is True
 
 
 @pytest.mark.parametrize(
@@ -256,11 +259,17 @@ def test_video_submit_runs_to_success(client: TestClient, inputs: Path, input_fi
     assert view["queue_position"] is None
     assert view["created_at"] <= view["updated_at"] <= time.time()
     results = view["results"]
-    assert results["video_url"] == f"/v1/jobs/{request_id}/result"
+    # As the seed's service answered: /videos/<id>.mp4, and a path relative to the
+    # server's output folder (never an absolute server path)
+    assert results["video_url"] == f"/videos/{request_id}.mp4"
+    assert results["video_path"] == f"{request_id}/clip-x2.mp4"
     download = client.get(results["video_url"])
     assert download.status_code == 200
-    assert download.content == Path(results["video_path"]).read_bytes()
-    assert probe(Path(results["video_path"])).video.width == 128
+    assert download.headers["content-type"] == "video/mp4"
+    outputs = Path(client.app.state.settings.outputs_dir)  # type: ignore[attr-defined]
+    assert download.content == (outputs / results["video_path"]).read_bytes()
+    assert probe(outputs / results["video_path"]).video.width == 128
+    assert download.content == client.get(f"/v1/jobs/{request_id}/result").content
     assert client.get(f"/v1/jobs/{request_id}").json()["priority"] == 5
 
     # Finished: cancelling it is a conflict, and it stays succeeded.
@@ -323,20 +332,69 @@ def test_video_submit_checks_its_body(client: TestClient, body: dict[str, Any], 
 
 @pytest.mark.parametrize("path", ["/video/status", "/video/cancel"])
 @pytest.mark.parametrize(
+    "request_id",
+    [
+        "a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6",  # the seed's example: not hex
+        "0" * 31,  # too short
+        "0" * 33,  # too long
+        "",  # empty
+        "../" + "0" * 32,  # a path
+    ],
+)
+def test_request_ids_of_another_shape_are_404(
+    client: TestClient, path: str, request_id: str
+) -> None:
+    """As the old service: an id that names no request is not found, whatever its shape."""
+    answer = client.post(path, json={"requestId": request_id})
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["error"] == "NotFound"
+
+
+@pytest.mark.parametrize("path", ["/video/status", "/video/cancel"])
+@pytest.mark.parametrize(
     "body",
     [
-        {"requestId": "a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6"},  # the seed's example: not hex
-        {"requestId": "0" * 31},  # too short
-        {"requestId": "0" * 33},  # too long
         {"requestId": 12345},  # not a string
         {},  # missing
         {"requestId": ZERO_ID, "extra": 1},  # an unknown field
     ],
 )
-def test_malformed_request_ids_are_422(client: TestClient, path: str, body: Any) -> None:
+def test_malformed_bodies_are_422(client: TestClient, path: str, body: Any) -> None:
     answer = client.post(path, json=body)
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"] == "InvalidRequest"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        f"{ZERO_ID}.mp4",  # a well formed name, no such request
+        "a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6.mp4",  # not hex
+        ZERO_ID,  # no suffix
+        "..%2Fjobs.db",  # a path
+    ],
+)
+def test_videos_of_no_request_are_404(client: TestClient, name: str) -> None:
+    assert client.get(f"/videos/{name}").status_code == 404
+
+
+def test_a_video_is_served_only_once_it_succeeded(client: TestClient, inputs: Path) -> None:
+    answer = client.post("/video/submit", json={"video_path": "clip.mp4", "params": PARAMS})
+    request_id = answer.json()["requestId"]
+    _seen, view = _watch(
+        lambda: _generation(client, request_id), lambda v: v["status"] in FINAL_GENERATION
+    )
+    assert view["status"] == "Succeed", view
+    assert client.get(f"/videos/{request_id}.mp4").status_code == 200
+    assert client.get(f"/videos/{request_id}.mkv").status_code == 404  # not its file
+
+
+def test_health_carries_the_generation_services_fields(client: TestClient) -> None:
+    health = client.get("/health").json()
+    assert health["status"] == "healthy"
+    assert health["rank"] == 0 and health["pipeline_rank"] == 0
+    assert health["pipeline_world_size"] == health["slots_total"] == 1
+    assert health["total_tasks"] == _job_count(client)
 
 
 # --- both --------------------------------------------------------------------------------------

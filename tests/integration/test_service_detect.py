@@ -89,3 +89,16 @@ def test_a_detect_job_and_its_checks(client: TestClient) -> None:
         assert words in response.json()["detail"], response.text
     bad_name = client.get(job["result"]["url"], params={"name": "../jobs.db"})
     assert bad_name.status_code == 422
+
+
+def test_a_config_ultralytics_ships_is_a_model_the_service_takes(client: TestClient) -> None:
+    """``yolo11n.yaml`` is no file of the client's: Ultralytics' own config, random
+    weights. It is accepted though it is not in model_dirs; a path to a .yaml is not."""
+    pytest.importorskip("ultralytics")
+    body = {"task": "detect", "input": "squares.mp4", "params": {"model": "yolo11n.yaml"}}
+    response = client.post("/v1/jobs", json=body)
+    assert response.status_code == 202, response.text
+    client.post(f"/v1/jobs/{response.json()['id']}/cancel")  # running it is another test's
+    for model in ("/etc/yolo11n.yaml", "../yolo11n.yaml", "not-a-yolo-name.yaml"):
+        refused = client.post("/v1/jobs", json={**body, "params": {"model": model}})
+        assert refused.status_code in (403, 422), (model, refused.text)

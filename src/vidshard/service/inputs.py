@@ -1,16 +1,22 @@
 """What a job may use, checked: model files only from ``model_dirs`` (a model file is
-code), detect recipes with their files; and URL inputs, downloaded with a size limit."""
+code), detect recipes with their files. URL inputs are downloaded by :mod:`.download`."""
 
 from __future__ import annotations
 
 import os
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from vidshard.detect.pipeline import DetectorOptions, DetectRecipe, detector_kind
-from vidshard.errors import InputError
-from vidshard.models.registry import ModelRef, default_registry, resolve_model
+from vidshard.errors import InputError, ModelError
+from vidshard.models.detect_files import is_shipped_config_name
+from vidshard.models.registry import (
+    ModelRef,
+    default_registry,
+    names_a_file,
+    resolve_model,
+    unknown_model_message,
+)
 
 from . import security
 from .settings import ServiceSettings
@@ -21,15 +27,22 @@ class TooLarge(InputError):
 
 
 def check_model(settings: ServiceSettings, name: str, scale: int | None) -> ModelRef:
-    """A built-in or plug-in model, or a model file inside ``model_dirs``."""
+    """A built-in or plug-in model, or a model file inside ``model_dirs``.
+
+    A name that is neither registered nor file-like is a typo: 422 with the names there
+    are and the closest one, not the 403 a file outside ``model_dirs`` gets."""
     if default_registry().get(name) is None:
+        if not names_a_file(name):
+            raise ModelError(f"params.model: {unknown_model_message(name)}")
         name = model_file(settings, name)
     return resolve_model(name, scale=scale)
 
 
-def model_file(settings: ServiceSettings, name: str) -> str:
+def model_file(settings: ServiceSettings, name: str, field: str = "params.model") -> str:
     """``name`` (a file, folder or ``file.py:Class``) as a real path inside one of
     ``model_dirs``; AccessDenied otherwise (a model file is code)."""
+    if "\0" in name:
+        raise InputError(f"{field}: expected a model name or file, got a NUL byte in {name!r}")
     file_part = name.split(":", 1)[0] if ".py:" in name else name
     path = Path(file_part).expanduser()
     if not path.is_absolute() and settings.model_dirs:
@@ -41,13 +54,23 @@ def model_file(settings: ServiceSettings, name: str) -> str:
             "taken from the server's model_dirs"
             + ("" if settings.model_dirs else " (none configured)")
         )
+    security.stat_path(real, field, name)  # a name the file system refuses: 422, not 500
     return str(real) + (name[len(file_part) :] if file_part != name else "")
+
+
+def detect_model(settings: ServiceSettings, name: str) -> str:
+    """A detector from ``model_dirs``, or one of the model configs Ultralytics ships
+    (``yolo11n.yaml``: random weights, nothing read from the server's disk) when no file
+    of that name is in ``model_dirs``."""
+    if is_shipped_config_name(name) and not any((d / name).exists() for d in settings.model_dirs):
+        return name
+    return model_file(settings, name)
 
 
 def detect_recipe(settings: ServiceSettings, task: str, params: dict[str, Any]) -> DetectRecipe:
     """The detect pipeline a ``detect`` or ``track`` job runs, its files checked."""
-    model = model_file(settings, params["model"])
-    sam2 = model_file(settings, params["sam2"]) if params.get("sam2") else None
+    model = detect_model(settings, params["model"])
+    sam2 = model_file(settings, params["sam2"], "params.sam2") if params.get("sam2") else None
     tracking = task == "track"
     recipe = DetectRecipe(
         detector=detector_kind(model),
@@ -68,30 +91,3 @@ def detect_recipe(settings: ServiceSettings, task: str, params: dict[str, Any]) 
     )
     recipe.validate()
     return recipe
-
-
-def download(url: str, folder: Path, limit: int) -> Path:
-    """A URL input as a local file in ``folder`` (kept for a rerun), at most ``limit``
-    bytes; a partial download never stays."""
-    name = security.safe_filename(url.rsplit("/", 1)[-1].split("?", maxsplit=1)[0], "input.mp4")
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"input-{name}"
-    if target.exists():
-        return target
-    partial = target.with_name(target.name + ".partial")
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response, partial.open("wb") as out:
-            size = 0
-            while chunk := response.read(1 << 20):
-                size += len(chunk)
-                if size > limit:
-                    raise TooLarge(f"input_url: the file is over {limit} bytes")
-                out.write(chunk)
-    except OSError as exc:  # urllib's errors are OSErrors: refused, 404, timeout
-        partial.unlink(missing_ok=True)
-        raise InputError(f"input_url: cannot download {url}: {exc}") from exc
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(target)
-    return target

@@ -9,13 +9,15 @@ killed server is queued again at the next start and resumes from its work dir's 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
+import stat
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +33,27 @@ from vidshard.executors.base import Executor
 from vidshard.executors.local import LocalExecutor
 from vidshard.executors.slot import SlotState
 from vidshard.media import probe
+from vidshard.media.source import FileIdentity, file_identity
 from vidshard.models.registry import ModelRef
 
 from . import security
-from .inputs import TooLarge, check_model, detect_recipe, download
+from .auth import (
+    ANONYMOUS,
+    Principal,
+    job_owner,
+    list_owner,
+    scoped_idempotency_key,
+    upload_owner,
+    write_upload_owner,
+)
+from .download import DownloadPolicy, download
+from .inputs import TooLarge, check_model, detect_recipe
+from .lock import DataDirLock
 from .schemas import TRACK_ONLY, JobRequest
 from .settings import ServiceSettings
 from .store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobRecord, JobStore
+from .store_errors import StoreUnavailable
+from .store_watch import StoreWatch
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +61,7 @@ PERSIST_INTERVAL_S = 1.0  # progress written to the store at most this often
 JANITOR_INTERVAL_S = 30.0
 READINGS_TTL_S = 1.0  # device readings are cached this long (monitoring is not free)
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")
+DOWNLOADS_FOLDER = ".input"  # in a job's output folder: hidden, so no output name meets it
 
 
 class NotFound(VidshardError):
@@ -96,11 +113,14 @@ class JobService:
     ) -> None:
         self.settings = settings
         self.store = JobStore(settings.db_url)
+        self.store_watch = StoreWatch(self.store)
+        self.data_dir_lock = DataDirLock(settings.data_dir)
         self.pool = pool or LocalExecutor()
         self._own_pool = pool is None
         self.monitor = monitor or DeviceMonitor()
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
+        self._starting = threading.Lock()  # held from the move to running to registration
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._dispatcher: threading.Thread | None = None
@@ -112,11 +132,19 @@ class JobService:
     # --- life cycle --------------------------------------------------------------------
 
     def start(self) -> None:
-        """Open the store, requeue interrupted jobs, start the pool and the dispatcher."""
-        for folder in (self.settings.data_dir, self.settings.outputs_dir, self.uploads_dir):
-            folder.mkdir(parents=True, exist_ok=True)
-        self.store.create_all()
-        requeued = self.store.requeue_interrupted()
+        """Lock the data dir, open the store, requeue interrupted jobs, start the pool and
+        the dispatcher. The lock comes first: a second server on the same data dir stops
+        there (:class:`~.lock.DataDirInUse`), before it touches the store."""
+        self.data_dir_lock.acquire()
+        try:
+            for folder in (self.settings.data_dir, self.settings.outputs_dir, self.uploads_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+            self.store.create_all()
+            requeued = self.store.requeue_interrupted()
+        except BaseException:
+            self.store.close()
+            self.data_dir_lock.release()
+            raise
         if requeued:
             logger.info("requeued %d job(s) interrupted by the last stop", len(requeued))
         if self._own_pool:
@@ -144,7 +172,15 @@ class JobService:
             thread.join(timeout=15)
         if self._dispatcher is not None:
             self._dispatcher.join(timeout=5)
+        self.store_watch.flush()
+        for job_id, state in self.store_watch.waiting().items():
+            logger.error(
+                "job %s %s, but the store never took it: it runs again at the next start",
+                job_id,
+                state,
+            )
         self.store.close()
+        self.data_dir_lock.release()
         self.started = False
 
     @property
@@ -154,15 +190,20 @@ class JobService:
     # --- submit ------------------------------------------------------------------------
 
     def submit(
-        self, request: JobRequest, idempotency_key: str | None = None
+        self,
+        request: JobRequest,
+        idempotency_key: str | None = None,
+        principal: Principal = ANONYMOUS,
     ) -> tuple[JobRecord, bool]:
-        """Check a request and queue it; (the job, False) when the key was seen before."""
+        """Check a request and queue it, owned by ``principal``; (the job, False) when the
+        principal sent the same idempotency key before."""
+        idempotency_key = scoped_idempotency_key(principal, idempotency_key)
         if idempotency_key is not None:
             existing = self.store.find_by_idempotency_key(idempotency_key)
             if existing is not None:
                 return existing, False
         job_id = uuid.uuid4().hex
-        source, kind = self._input_of(request)
+        source, kind, identity = self._input_of(request, principal)
         source_name = Path(source.split("?", 1)[0].rsplit("/", 1)[-1] if kind == "url" else source)
         if request.task == "upscale":
             params = request.upscale_params.model_dump()
@@ -178,73 +219,95 @@ class JobService:
             default_name = f"{source_name.stem or 'output'}.jsonl"
             suffixes = (".jsonl",)
         if kind != "url":
-            probe(Path(source))  # a file that is not a video is refused now, not in an hour
-        name = request.output_name or default_name
-        suffix = Path(name).suffix.lower()
-        if suffix not in suffixes:
-            raise InputError(
-                f"output_name: expected a {', '.join(suffixes)} file name, got {name!r}"
-            )
+            _probe_input(source, kind, identity)  # not a video: refused now, not in an hour
+        if request.output_name is not None:
+            name = security.check_output_name(request.output_name, suffixes)
+        else:
+            name = security.safe_filename(default_name, f"output{suffixes[0]}")
         output_dir = security.output_dir_for(job_id, self.settings.outputs_dir)
-        output = output_dir / security.safe_filename(name, f"output{suffix}")
+        output = output_dir / name
         record = JobRecord(
             id=job_id,
             task=request.task,
             input_path=source,
             input_kind=kind,
+            input_identity=identity.to_dict() if identity is not None else None,
             priority=request.priority,
             params=params,
             output_path=str(output),
             idempotency_key=idempotency_key,
+            owner=job_owner(principal),
         )
         stored, created = self.store.add(record)
         if created:
             self._wake.set()
         return stored, created
 
-    def _input_of(self, request: JobRequest) -> tuple[str, str]:
-        """(the input as stored: a real path, or a URL; its kind)."""
+    def _input_of(
+        self, request: JobRequest, principal: Principal
+    ) -> tuple[str, str, FileIdentity | None]:
+        """(the input as stored: a real path, or a URL; its kind; the file's identity)."""
         if request.input is not None:
-            path = security.resolve_input_path(request.input, self.settings.input_roots)
-            return str(path), "path"
+            path, identity = security.check_input_file(request.input, self.settings.input_roots)
+            return str(path), "path", identity
         if request.upload_id is not None:
-            return str(self.upload_path(request.upload_id)), "upload"
+            path = self.upload_path(request.upload_id, principal)
+            return str(path), "upload", file_identity(path)
         assert request.input_url is not None
-        return security.check_url(request.input_url, self.settings.allowed_url_schemes), "url"
+        url = DownloadPolicy.of(self.settings).check(request.input_url)
+        return url, "url", None
+
+    def _source_identity(self, record: JobRecord) -> FileIdentity | None:
+        """At run time: a path input still inside the input roots, and the identity it had
+        at submit, which every open of the job compares (a swapped file is refused)."""
+        if record.input_kind == "path":
+            security.resolve_input_path(record.input_path, self.settings.input_roots)
+        if record.input_identity is None:  # a URL input, or a job stored before identities
+            return None
+        return FileIdentity.from_dict(record.input_identity)
 
     # --- uploads -----------------------------------------------------------------------
 
-    def new_upload(self, filename: str) -> tuple[str, Path]:
-        """A fresh upload id and the path its bytes go to."""
+    def new_upload(self, filename: str, principal: Principal = ANONYMOUS) -> tuple[str, Path]:
+        """A fresh upload id, owned by ``principal``, and the path its bytes go to."""
         upload_id = uuid.uuid4().hex
         folder = self.uploads_dir / upload_id
         folder.mkdir(parents=True)
+        write_upload_owner(folder, principal)
         return upload_id, folder / security.safe_filename(filename, "upload.mp4")
 
-    def upload_path(self, upload_id: str) -> Path:
+    def upload_path(self, upload_id: str, principal: Principal = ANONYMOUS) -> Path:
+        """The file of an upload ``principal`` may use (another key's is not found)."""
         folder = self.uploads_dir / upload_id
-        files = [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
-        if len(files) != 1:
+        files = (
+            [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+            if folder.is_dir()
+            else []
+        )
+        if len(files) != 1 or not principal.owns(upload_owner(folder)):
             raise NotFound(f"no upload {upload_id}")
         return files[0]
 
     # --- reading -----------------------------------------------------------------------
 
-    def get(self, job_id: str) -> LiveJob:
-        record = self.store.get(job_id)
-        if record is None:
+    def get(self, job_id: str, principal: Principal = ANONYMOUS) -> LiveJob:
+        """A job ``principal`` may see: another key's job is not found (404, not 403)."""
+        found = self.store.get_with_position(job_id)
+        if found is None or not principal.owns(found[0].owner):
             raise NotFound(f"no job {job_id}")
-        position = None
-        if record.state == QUEUED:
-            position = self.store.queue_positions().get(job_id)
-        return self._live(record, position)
+        return self._live(*found)
 
     def list_jobs(
-        self, states: list[str] | None, limit: int, offset: int
+        self,
+        states: list[str] | None,
+        limit: int,
+        offset: int,
+        principal: Principal = ANONYMOUS,
     ) -> tuple[list[LiveJob], int]:
-        records, total = self.store.list(states, limit=limit, offset=offset)
-        positions = self.store.queue_positions() if any(r.state == QUEUED for r in records) else {}
-        return [self._live(r, positions.get(r.id)) for r in records], total
+        """A page of the jobs ``principal`` may see, and how many there are."""
+        owner = list_owner(principal)
+        page, total = self.store.list_with_positions(states, limit, offset, owner)
+        return [self._live(record, position) for record, position in page], total
 
     def _live(self, record: JobRecord, position: int | None) -> LiveJob:
         with self._lock:
@@ -261,33 +324,40 @@ class JobService:
             )
         return LiveJob(record, position, None, None, record.frames_done, record.frames_total)
 
-    def result_path(self, job_id: str, name: str | None = None) -> Path:
+    def result_path(
+        self, job_id: str, name: str | None = None, principal: Principal = ANONYMOUS
+    ) -> Path:
         """The job's output file, or another file of its output folder by ``name``."""
-        live = self.get(job_id)
+        live = self.get(job_id, principal)
         if live.record.state != SUCCEEDED or live.record.output_path is None:
             raise Conflict(f"job {job_id} has no result: it is {live.record.state}")
         path = Path(live.record.output_path)
         if name is not None:
-            if name != Path(name).name or name.startswith("."):
+            if name != Path(name).name or name.startswith(".") or "\0" in name:
                 raise InputError(f"name: expected a file name of the job's outputs, got {name!r}")
             path = path.parent / name
-        if not path.is_file():
+        found = security.stat_path(path, "name", name or path.name)  # too long: 422
+        if found is None or not stat.S_ISREG(found.st_mode):
             raise NotFound(f"the result of job {job_id} is gone (expired or removed)")
         return path
 
     # --- cancel ------------------------------------------------------------------------
 
-    def cancel(self, job_id: str, wait_s: float = 15.0) -> LiveJob:
-        """Cancel a queued or running job; a running one stops within a batch."""
+    def cancel(
+        self, job_id: str, wait_s: float = 15.0, principal: Principal = ANONYMOUS
+    ) -> LiveJob:
+        """Cancel a queued or running job; a running one stops within a batch, or within
+        a quarter of a second while it downloads its URL input."""
         record = self.store.get(job_id)
-        if record is None:
+        if record is None or not principal.owns(record.owner):
             raise NotFound(f"no job {job_id}")
         if record.is_final:
             raise Conflict(f"job {job_id} already {record.state}")
         if self.store.transition(job_id, [QUEUED], CANCELLED, cancel_requested=True):
             return self.get(job_id)
         self.store.update(job_id, cancel_requested=True)
-        with self._lock:
+        # Not queued any more: running, or being started right now (then wait for it).
+        with self._starting, self._lock:
             running = self._running.get(job_id)
         if running is not None:
             running.cancel.set()
@@ -311,22 +381,36 @@ class JobService:
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         alive = self.pool.live_slots()
-        store_ok = self.store.ping()
+        store_problem = self.store_watch.problem()  # a real write, cached for a moment
         reasons = []
         if not alive:
             reasons.append("no worker slot is alive")
-        if not store_ok:
-            reasons.append("the job store is unreachable")
+        if store_problem is not None:
+            reasons.append(str(store_problem))
         quarantined = self.pool.quarantined()
+        slots_total = len(self.pool.slot_states())
         return not reasons, {
-            "status": "ok" if not reasons else "unhealthy",
+            "status": "healthy" if not reasons else "unhealthy",
             "reasons": reasons,
             "slots_alive": len(alive),
-            "slots_total": len(self.pool.slot_states()),
+            "slots_total": slots_total,
             "quarantined": quarantined,
-            "store": "ok" if store_ok else "unreachable",
+            "store": "ok" if store_problem is None else store_problem.reason,
             "running_jobs": self.running_count(),
+            # What the generation service's clients read (seed 002): one process here
+            # drives every slot, so it is rank 0 of a pipeline as wide as the pool.
+            "rank": 0,
+            "total_tasks": self._total_jobs() if store_problem is None else None,
+            "pipeline_world_size": slots_total,
+            "pipeline_rank": 0,
         }
+
+    def _total_jobs(self) -> int | None:
+        """Every job the store holds, whatever its state; None if it cannot say now."""
+        try:
+            return sum(self.store.counts_by_state().values())
+        except StoreUnavailable:
+            return None
 
     def running_count(self) -> int:
         with self._lock:
@@ -342,11 +426,14 @@ class JobService:
             if self._stopping.is_set():
                 return
             try:
+                self.store_watch.flush()
                 self._dispatch()
                 if time.monotonic() >= next_clean_s:
                     self.expire()
                     next_clean_s = time.monotonic() + JANITOR_INTERVAL_S
-            except Exception:  # the store went away for a moment: try again next round
+            except StoreUnavailable:  # logged by the store; the next round tries again
+                pass
+            except Exception:
                 logger.exception("dispatcher round failed")
 
     def _dispatch(self) -> None:
@@ -356,16 +443,20 @@ class JobService:
             waiting = [r for r in self.store.queued() if r.id not in busy]
             if not waiting or self._stopping.is_set():
                 return
-            record = self.store.transition(waiting[0].id, [QUEUED], RUNNING)
-            if record is None:  # cancelled meanwhile
-                continue
-            running = _Running(record)
-            running.thread = threading.Thread(
-                target=self._run_job, args=(running,), name=f"job-{record.id[:8]}", daemon=True
-            )
-            with self._lock:
-                self._running[record.id] = running
-            running.thread.start()
+            with self._starting:  # a cancel in between waits, then finds it registered
+                record = self.store.transition(waiting[0].id, [QUEUED], RUNNING)
+                if record is None:  # cancelled meanwhile
+                    continue
+                running = _Running(record)
+                running.thread = threading.Thread(
+                    target=self._run_job,
+                    args=(running,),
+                    name=f"job-{record.id[:8]}",
+                    daemon=True,
+                )
+                with self._lock:
+                    self._running[record.id] = running
+                running.thread.start()
 
     def _run_job(self, running: _Running) -> None:
         record = running.record
@@ -375,13 +466,19 @@ class JobService:
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
             source = (
-                download(record.input_path, output.parent, self.settings.max_upload_bytes)
+                download(
+                    record.input_path,
+                    output.parent / DOWNLOADS_FOLDER,
+                    DownloadPolicy.of(self.settings),
+                    running.cancel,
+                )
                 if record.input_kind == "url"
                 else Path(record.input_path)
             )
             params = dict(record.params)
+            identity = self._source_identity(record)
             if record.task != "upscale":
-                self._run_detect(running, source, output)
+                self._run_detect(running, source, output, identity)
                 return
             options = UpscaleOptions(
                 **{k: v for k, v in params.items() if k in _OPTION_NAMES}, resume=True
@@ -400,15 +497,12 @@ class JobService:
                 options,
                 on_progress=lambda snap: self._progress(running, snap),
                 executor=executor,
+                source_identity=identity,
             )
             if running.cancel.is_set():  # cancelled while the output was being joined
                 raise Cancelled(f"job {job_id} was cancelled")
-            self.store.transition(
-                job_id,
-                [RUNNING],
-                SUCCEEDED,
-                frames_done=result.frames,
-                frames_total=result.frames,
+            self.store_watch.finish(
+                job_id, SUCCEEDED, frames_done=result.frames, frames_total=result.frames
             )
         except BaseException as exc:
             self._finish_failed(running, output, exc)
@@ -419,7 +513,9 @@ class JobService:
             self.finished_jobs += 1
             self._wake.set()
 
-    def _run_detect(self, running: _Running, source: Path, output: Path) -> None:
+    def _run_detect(
+        self, running: _Running, source: Path, output: Path, identity: FileIdentity | None
+    ) -> None:
         record = running.record
         params = record.params
         recipe = detect_recipe(self.settings, record.task, params)
@@ -442,20 +538,21 @@ class JobService:
             ),
             on_progress=lambda snap: self._progress(running, snap),
             executor=executor,
+            source_identities={str(source): identity} if identity is not None else None,
         )
         if running.cancel.is_set():
             raise Cancelled(f"job {record.id} was cancelled")
         if result.failed:
             raise InputError(result.failed[0].error or "the video failed")
-        self.store.transition(
-            record.id, [RUNNING], SUCCEEDED, frames_done=result.frames, frames_total=result.frames
+        self.store_watch.finish(
+            record.id, SUCCEEDED, frames_done=result.frames, frames_total=result.frames
         )
 
     def _finish_failed(self, running: _Running, output: Path, exc: BaseException) -> None:
         job_id = running.record.id
         if isinstance(exc, Cancelled) or running.cancel.is_set():
             shutil.rmtree(output.parent, ignore_errors=True)
-            self.store.transition(job_id, [RUNNING], CANCELLED)
+            self.store_watch.finish(job_id, CANCELLED, **_last_progress(running))
             logger.info("job %s cancelled", job_id)
             return
         if self._stopping.is_set():
@@ -467,19 +564,26 @@ class JobService:
             logger.error("job %s failed", job_id, exc_info=exc)
             message, kind = f"internal error: {type(exc).__name__}: {exc}", "InternalError"
         shutil.rmtree(output.parent, ignore_errors=True)
-        self.store.transition(job_id, [RUNNING], FAILED, error=message, error_type=kind)
+        self.store_watch.finish(
+            job_id, FAILED, error=message, error_type=kind, **_last_progress(running)
+        )
         logger.warning("job %s failed: %s", job_id, message)
 
     def _progress(self, running: _Running, snapshot: ProgressSnapshot) -> None:
+        if snapshot.frames_done < running.record.frames_done:  # resumed after a restart
+            snapshot = replace(snapshot, frames_done=running.record.frames_done)
         running.snapshot = snapshot
         now = time.monotonic()
         if now - running.persisted_s >= PERSIST_INTERVAL_S:
             running.persisted_s = now
-            self.store.update(
-                running.record.id,
-                frames_done=snapshot.frames_done,
-                frames_total=snapshot.frames_total,
-            )
+            # A store that cannot take it now is no reason to stop the job: the next
+            # write carries the newer count (and the store has logged why).
+            with contextlib.suppress(StoreUnavailable):
+                self.store.update(
+                    running.record.id,
+                    frames_done=snapshot.frames_done,
+                    frames_total=snapshot.frames_total,
+                )
 
     # --- expiry --------------------------------------------------------------------------
 
@@ -507,16 +611,37 @@ def _with_model(options: UpscaleOptions, model: ModelRef) -> UpscaleOptions:
     return replace(options, model=target)
 
 
+def _probe_input(source: str, kind: str, identity: FileIdentity | None) -> None:
+    """Probe an input at submit; an upload's problem names the upload, not the server path
+    it was stored at (the client knows its file by name)."""
+    try:
+        probe(Path(source), identity)
+    except VidshardError as exc:
+        if kind == "upload":
+            exc.args = (str(exc).replace(source, f"upload {Path(source).name}"),)
+        raise
+
+
 def _default_output_name(source: Path, scale: int) -> str:
     suffix = source.suffix.lower() if source.suffix.lower() in VIDEO_SUFFIXES else ".mp4"
     stem = source.stem if source.suffix else "output"
     return f"{stem}-x{scale}{suffix}"
 
 
+def _last_progress(running: _Running) -> dict[str, int]:
+    """The frames a job that ends unfinished had shown last: its progress stays there."""
+    snapshot = running.snapshot
+    if snapshot is None:
+        return {}
+    return {"frames_done": snapshot.frames_done, "frames_total": snapshot.frames_total}
+
+
 def error_status(exc: BaseException) -> int:
     """The HTTP status of an error raised by this service."""
     if isinstance(exc, NotFound):
         return 404
+    if isinstance(exc, StoreUnavailable):
+        return 503
     if isinstance(exc, Conflict):
         return 409
     if isinstance(exc, TooLarge):

@@ -10,6 +10,9 @@ from vidshard.media.writer import X26X_PRESETS
 from vidshard.models.base import PRECISIONS
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+MAX_INT64 = 2**63 - 1
+"""The largest integer a request may carry to the store: SQLite's and PostgreSQL's are
+64-bit signed, and a larger one is an OverflowError deep in the driver."""
 
 
 class UpscaleParams(BaseModel):
@@ -30,6 +33,9 @@ class UpscaleParams(BaseModel):
     preset: str | None = Field("medium", description=f"one of {', '.join(X26X_PRESETS)}")
     precision: str = Field("fp32", description=f"one of {', '.join(PRECISIONS)}")
     batch_size: int | None = Field(None, ge=1, le=256)
+    down_sample: bool = Field(
+        False, description="shrink frames by the scale first: the output keeps the input's size"
+    )
 
     @model_validator(mode="after")
     def _choices(self) -> UpscaleParams:
@@ -63,7 +69,7 @@ class DetectParams(BaseModel):
     half: bool = False
     batch_size: int = Field(8, ge=1, le=256)
     fps: float | None = Field(None, gt=0, le=1000, description="frames per second to process")
-    max_frames: int | None = Field(None, ge=1)
+    max_frames: int | None = Field(None, ge=1, le=MAX_INT64)
     annotate: bool = Field(False, description="also write the video with results drawn")
     tracker: Literal["bytetrack", "sam2"] = "bytetrack"
     sam2: str | None = Field(None, min_length=1, max_length=1024, description="SAM2 folder")
@@ -164,6 +170,7 @@ class JobView(BaseModel):
     error_type: str | None
     cancel_requested: bool
     attempts: int
+    owner: str | None = Field(None, description="the name of the API key that submitted it")
     result: JobResult | None
 
 

@@ -15,7 +15,15 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
@@ -26,6 +34,8 @@ from pydantic_settings import (
 )
 
 from vidshard.errors import ConfigError
+
+from .security import HostRules
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,10 +52,13 @@ MIB = 1 << 20
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
 # Settings whose value is never echoed back in an error message.
-_HIDDEN_VALUES = frozenset({"api_key", "database_url"})
+_HIDDEN_VALUES = frozenset({"api_key", "api_keys", "database_url"})
 # Path settings that a TOML file gives relative to its own directory.
 _PATH_SETTINGS = ("data_dir", "output_root")
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
+KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+LEGACY_KEY_NAME = "api_key"
+"""The name jobs submitted with ``api_key`` (an admin key) are owned by."""
 
 
 def _default_data_dir() -> Path:
@@ -67,6 +80,16 @@ def _split_list(value: Any) -> Any:
         except json.JSONDecodeError as exc:
             raise ValueError(f"expected a JSON list or comma-separated values ({exc})") from None
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+class ApiKey(BaseModel):
+    """One named key of ``api_keys``: the secret, and whether it is an admin key (sees
+    and cancels every job, and is shown server paths)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: SecretStr
+    admin: bool = False
 
 
 class ServiceSettings(BaseSettings):
@@ -93,19 +116,37 @@ class ServiceSettings(BaseSettings):
     """Directories that model files (weights, or ``file.py:Class``) may come from; empty:
     built-in and plug-in models only (a model file can run code, so it must be trusted)."""
     api_key: SecretStr | None = None
+    """One admin key, named ``api_key`` (kept from before ``api_keys``)."""
+    api_keys: dict[str, ApiKey] = Field(default_factory=dict)
+    """Named keys, ``name -> {key, admin}`` (or ``name -> key``, not an admin)."""
+    public_docs: bool = False
+    """With keys set, let /docs, /redoc and /openapi.json be read without a key."""
     max_upload_bytes: int = Field(2 * GIB, ge=1)
     max_request_bytes: int = Field(1 * MIB, ge=1)
     """Largest JSON request body."""
     allowed_url_schemes: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http", "https"]
     )
+    url_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Host names, addresses and CIDR ranges URL inputs may reach although they are
+    internal (loopback, private, link-local, ..., the server's own); empty: none."""
+    download_timeout_s: float = Field(600.0, gt=0)
+    """A URL input's whole download, redirects included, must end within this."""
+    download_min_bytes_per_s: int = Field(16384, ge=0)
+    """Slowest average over any ``download_rate_window_s`` of a download; 0: no minimum."""
+    download_rate_window_s: float = Field(30.0, gt=0)
+    download_connect_timeout_s: float = Field(10.0, gt=0)
+    download_read_timeout_s: float = Field(30.0, gt=0)
+    """Longest wait for the next byte of a download."""
     job_ttl_s: int = Field(86400, ge=1)
     """How long a finished job and its output are kept."""
     max_running_jobs: int = Field(2, ge=1)
     default_model: str = Field("lanczos", min_length=1)
     log_level: LogLevel = "info"
 
-    @field_validator("input_roots", "model_dirs", "allowed_url_schemes", mode="before")
+    @field_validator(
+        "input_roots", "model_dirs", "allowed_url_schemes", "url_allowed_hosts", mode="before"
+    )
     @classmethod
     def _list_from_string(cls, value: Any) -> Any:
         return _split_list(value)
@@ -133,6 +174,15 @@ class ServiceSettings(BaseSettings):
             raise ValueError(f"not URL schemes: {', '.join(map(repr, bad))}")
         return lowered
 
+    @field_validator("url_allowed_hosts")
+    @classmethod
+    def _host_rules(cls, entries: list[str]) -> list[str]:
+        try:
+            HostRules.deny_internal(entries, "url_allowed_hosts")
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("url_allowed_hosts: ")) from None
+        return entries
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
@@ -144,6 +194,37 @@ class ServiceSettings(BaseSettings):
         if value is not None and not value.get_secret_value():
             raise ValueError("must not be empty (leave it unset to turn authentication off)")
         return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _key_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {n: {"key": v} if isinstance(v, str) else v for n, v in value.items()}
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _named_keys(cls, keys: dict[str, ApiKey], info: ValidationInfo) -> dict[str, ApiKey]:
+        """Names that can be shown and stored; secrets never empty, never shared."""
+        seen: dict[str, str] = {}
+        legacy = info.data.get("api_key")
+        if legacy is not None:
+            if LEGACY_KEY_NAME in keys:
+                raise ValueError(f"{LEGACY_KEY_NAME!r} is the name of the api_key setting")
+            seen[legacy.get_secret_value()] = "api_key"
+        for name, spec in keys.items():
+            if not KEY_NAME.fullmatch(name):
+                raise ValueError(
+                    f"key name {name[:80]!r}: expected 1 to 64 of A-Z a-z 0-9 . _ -, "
+                    "starting with a letter or a digit"
+                )
+            secret = spec.key.get_secret_value()
+            if not secret:
+                raise ValueError(f"{name}: the key must not be empty")
+            if secret in seen:
+                raise ValueError(f"{name} and {seen[secret]} have the same key")
+            seen[secret] = name
+        return keys
 
     @property
     def db_url(self) -> str:
@@ -240,9 +321,13 @@ def _unknown_names(names: list[str]) -> str:
 
 def _config_error(exc: ValidationError) -> ConfigError:
     """One line naming each bad setting and what was wrong with it."""
-    unknown = [str(err["loc"][0]) for err in exc.errors() if err["type"] == "extra_forbidden"]
+
+    def top_level_extra(err: ErrorDetails) -> bool:  # not a wrong key inside api_keys
+        return err["type"] == "extra_forbidden" and len(err["loc"]) == 1
+
+    unknown = [str(err["loc"][0]) for err in exc.errors() if top_level_extra(err)]
     problems = [_unknown_names(unknown)] if unknown else []
-    problems += [_problem(err) for err in exc.errors() if err["type"] != "extra_forbidden"]
+    problems += [_problem(err) for err in exc.errors() if not top_level_extra(err)]
     return ConfigError(f"invalid service settings: {'; '.join(problems)}")
 
 

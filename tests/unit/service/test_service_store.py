@@ -125,6 +125,72 @@ def test_queue_order_is_priority_then_seq(store):
     assert store.queue_positions() == {job_id: i for i, job_id in enumerate(order, start=1)}
 
 
+@pytest.mark.parametrize(
+    "states, limit, offset",
+    [
+        (None, 50, 0),  # everything
+        (None, 3, 2),  # a page in the middle
+        ([QUEUED], 50, 0),  # only the queue
+        ([QUEUED, FAILED], 2, 1),  # a filter and a page
+        ([RUNNING], 50, 0),  # nothing queued on the page
+        (None, 50, 100),  # past the end: no rows, the total still counted
+    ],
+)
+def test_list_with_positions_is_list_and_queue_positions_at_once(store, states, limit, offset):
+    records = [store.add(job(priority=p))[0] for p in (0, 5, 0, 9, 5, 1, 0)]
+    store.transition(records[1].id, [QUEUED], RUNNING)
+    store.transition(records[5].id, [QUEUED], FAILED)
+    page, total = store.list_with_positions(states, limit, offset)
+    assert ([r for r, _ in page], total) == store.list(states, limit=limit, offset=offset)
+    positions = store.queue_positions()
+    assert [position for _, position in page] == [positions.get(r.id) for r, _ in page]
+    assert all((position is None) == (r.state != QUEUED) for r, position in page)
+
+
+def test_get_with_position(store):
+    first, _ = store.add(job())
+    urgent, _ = store.add(job(priority=3))
+    assert store.get_with_position(first.id) == (first, 2)
+    assert store.get_with_position(urgent.id) == (urgent, 1)
+    started = store.transition(urgent.id, [QUEUED], RUNNING)
+    assert store.get_with_position(urgent.id) == (started, None)
+    assert store.get_with_position(first.id) == (first, 1)
+    assert store.get_with_position("0" * 32) is None
+    assert store.get_with_position("not an id") is None
+
+
+def test_positions_never_miss_a_listed_queued_job_while_jobs_start(store):
+    """Dispatchers start jobs while readers list and get: a job read as queued has its
+    place every time, however the reads and the starts interleave."""
+    ids = [store.add(job(priority=i % 3))[0].id for i in range(60)]
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def dispatch() -> None:
+        for record in store.queued():
+            if stop.is_set():
+                return
+            store.transition(record.id, [QUEUED], RUNNING)
+
+    def read(_) -> None:
+        while not stop.is_set():
+            page, _total = store.list_with_positions(limit=500)
+            seen.extend(r.id for r, position in page if r.state == QUEUED and position is None)
+            for job_id in ids[::7]:
+                found = store.get_with_position(job_id)
+                if found is not None and found[0].state == QUEUED and found[1] is None:
+                    seen.append(job_id)
+
+    with ThreadPoolExecutor(4) as pool:
+        readers = [pool.submit(read, i) for i in range(3)]
+        dispatch()
+        stop.set()
+        for reader in readers:
+            reader.result()
+    assert seen == []
+    assert store.counts_by_state()[QUEUED] == 0
+
+
 def test_idempotency_key_returns_the_existing_job(store):
     first, created = store.add(job(idempotency_key="k1"))
     again, created_again = store.add(job(idempotency_key="k1", task="other"))

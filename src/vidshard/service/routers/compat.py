@@ -8,22 +8,26 @@ silently ignored.
 
 from __future__ import annotations
 
+import re
 import uuid
+from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vidshard.errors import InputError
 
-from ..jobs import JobService, LiveJob
+from ..auth import Principal
+from ..jobs import JobService, LiveJob, NotFound
+from ..redact import Viewer
 from ..schemas import JobRequest, UpscaleParams
 from ..store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
-from .deps import get_service, require_key
+from .deps import Service, Viewing, require_key
+from .jobs import media_type
 
-Service = Annotated[JobService, Depends(get_service)]
 IdempotencyKey = Annotated[str | None, Header(max_length=255)]
 
 celery = APIRouter(tags=["compat: Celery SR service"])
@@ -38,9 +42,11 @@ def _result_url(job_id: str) -> str:
     return f"/v1/jobs/{job_id}/result"
 
 
-def _submit(service: JobService, request: JobRequest, key: str | None) -> tuple[LiveJob, bool]:
-    record, created = service.submit(request, key)
-    return service.get(record.id), created
+def _submit(
+    service: JobService, request: JobRequest, key: str | None, principal: Principal
+) -> tuple[LiveJob, bool]:
+    record, created = service.submit(request, key, principal)
+    return service.get(record.id, principal), created
 
 
 # --- seed 000: the Celery super-resolution service ------------------------------------------
@@ -62,7 +68,8 @@ class ProcessVideoRequest(BaseModel):
 
     video_path: str = Field(min_length=1, max_length=4096, description="server path")
     down_sample: bool = Field(
-        False, description="bring the output back to the input's size: not supported yet"
+        False,
+        description="shrink frames by the model's scale first: the output keeps the input's size",
     )
     model: str | None = Field(None, min_length=1, max_length=1024, description="vidshard extra")
     scale: int | None = Field(None, ge=1, le=16, description="vidshard extra")
@@ -90,32 +97,32 @@ class CeleryTaskView(BaseModel):
     queue_position: int | None = Field(description="1 = next to start; null unless queued")
 
 
-def celery_view(live: LiveJob) -> CeleryTaskView:
+def celery_view(live: LiveJob, viewer: Viewer) -> CeleryTaskView:
     record = live.record
     result = None
     if record.state == SUCCEEDED and record.output_path is not None:
-        result = CeleryResult(output_path=record.output_path, video_url=_result_url(record.id))
+        result = CeleryResult(
+            output_path=viewer.file(record.output_path), video_url=_result_url(record.id)
+        )
     return CeleryTaskView(
         task_id=record.id,
         status=CELERY_STATES[record.state],
         progress=round(live.progress, 4),
         result=result,
-        error=record.error,
+        error=viewer.text(record.error),
         queue_position=live.queue_position,
     )
 
 
 @celery.post("/process_video", status_code=202, response_model=CelerySubmitView)
 def process_video(
-    body: ProcessVideoRequest, service: Service, idempotency_key: IdempotencyKey = None
+    body: ProcessVideoRequest,
+    service: Service,
+    viewer: Viewing,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Queue an upscale of a server file. A repeat with the same ``Idempotency-Key``
     returns the first job (200 instead of 202)."""
-    if body.down_sample:
-        raise Unsupported(
-            "down_sample: expected false (or left out), got true: bringing the output back "
-            "to the input's size is not supported by this server yet"
-        )
     if "://" in body.video_path:
         raise Unsupported(
             f"video_path: expected a file path on the server, got {body.video_path!r} "
@@ -123,10 +130,10 @@ def process_video(
         )
     request = JobRequest(
         input=body.video_path,
-        params=UpscaleParams(model=body.model, scale=body.scale),
+        params=UpscaleParams(model=body.model, scale=body.scale, down_sample=body.down_sample),
         priority=body.priority,
     )
-    live, created = _submit(service, request, idempotency_key)
+    live, created = _submit(service, request, idempotency_key, viewer.principal)
     view = CelerySubmitView(task_id=live.record.id, status=CELERY_STATES[live.record.state])
     return JSONResponse(
         view.model_dump(mode="json"),
@@ -136,9 +143,9 @@ def process_video(
 
 
 @celery.get("/status/{task_id}", response_model=CeleryTaskView)
-def task_status(task_id: str, service: Service) -> CeleryTaskView:
+def task_status(task_id: str, service: Service, viewer: Viewing) -> CeleryTaskView:
     """A task's Celery state, progress and result. Ids are taken with or without dashes."""
-    return celery_view(service.get(_job_id(task_id)))
+    return celery_view(service.get(_job_id(task_id), viewer.principal), viewer)
 
 
 def _job_id(task_id: str) -> str:
@@ -184,7 +191,8 @@ GENERATE_FIELDS = frozenset(
         "sample_shift",
     }
 )
-REQUEST_ID_PATTERN = r"^[0-9a-fA-F]{32}$"
+REQUEST_ID = re.compile(r"[0-9a-fA-F]{32}")
+VIDEO_NAME = re.compile(r"(?P<id>[0-9a-f]{32})(?P<suffix>\.[A-Za-z0-9]{1,8})")
 
 
 class VideoSubmitRequest(BaseModel):
@@ -230,10 +238,13 @@ class RequestIdBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    requestId: str = Field(pattern=REQUEST_ID_PATTERN, description="32 hex digits")
+    requestId: str = Field(max_length=256, description="32 hex digits")
 
     @property
     def job_id(self) -> str:
+        """The job's id; an id of another shape names no job (404, as the old service)."""
+        if not REQUEST_ID.fullmatch(self.requestId):
+            raise NotFound(f"no request {self.requestId[:64]!r}")
         return self.requestId.lower()
 
 
@@ -262,14 +273,20 @@ class VideoCancelView(BaseModel):
     status: GenerationState
 
 
-def generation_view(live: LiveJob) -> VideoStatusView:
+def generation_view(live: LiveJob, viewer: Viewer) -> VideoStatusView:
     record = live.record
     results = None
     if record.state == SUCCEEDED and record.output_path is not None:
-        results = VideoResults(video_url=_result_url(record.id), video_path=record.output_path)
+        output = PurePath(record.output_path)
+        results = VideoResults(
+            # As the old service gave them: /videos/<id>.mp4, and the file relative to
+            # where the server keeps outputs (never an absolute server path).
+            video_url=f"/videos/{record.id}{output.suffix}",
+            video_path=f"{record.id}/{output.name}",
+        )
     return VideoStatusView(
         status=GENERATION_STATES[record.state],
-        reason=record.error,
+        reason=viewer.text(record.error),
         results=results,
         queue_position=live.queue_position,
         progress=round(live.progress, 4),
@@ -301,13 +318,14 @@ def video_submit(
         Body(description="a vidshard job in the envelope: task, video_path, params, priority"),
     ],
     service: Service,
+    viewer: Viewing,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Queue a job. A generation request (prompt, image_url, ...) is refused with 422
     until vidshard has a 'generate' task; a repeat with the same ``Idempotency-Key``
     returns the first job (200 instead of 202)."""
     request = _submit_body(body).job_request()
-    live, created = _submit(service, request, idempotency_key)
+    live, created = _submit(service, request, idempotency_key, viewer.principal)
     return JSONResponse(
         VideoSubmitView(requestId=live.record.id).model_dump(mode="json"),
         status_code=202 if created else 200,
@@ -315,19 +333,39 @@ def video_submit(
 
 
 @generation.post("/status", response_model=VideoStatusView)
-def video_status(body: RequestIdBody, service: Service) -> VideoStatusView:
-    """Any job's state in the old service's words, with its result once it succeeded."""
-    return generation_view(service.get(body.job_id))
+def video_status(body: RequestIdBody, service: Service, viewer: Viewing) -> VideoStatusView:
+    """A job's state in the old service's words, with its result once it succeeded."""
+    return generation_view(service.get(body.job_id, viewer.principal), viewer)
 
 
 @generation.post("/cancel", response_model=VideoCancelView)
-def video_cancel(body: RequestIdBody, service: Service) -> VideoCancelView:
+def video_cancel(body: RequestIdBody, service: Service, viewer: Viewing) -> VideoCancelView:
     """Cancel a queued or running job (409 once it has finished). The state answered is
     the job's own: a running job that has not stopped within the wait is still InProgress."""
-    live = service.cancel(body.job_id)
+    live = service.cancel(body.job_id, principal=viewer.principal)
     return VideoCancelView(status=GENERATION_STATES[live.record.state])
+
+
+videos = APIRouter(prefix="/videos", tags=["compat: video-generation service"])
+
+
+@videos.get("/{name}")
+def video_file(name: str, service: Service, viewer: Viewing) -> FileResponse:
+    """A succeeded job's output as the old service served it: ``/videos/<id>.mp4``."""
+    found = VIDEO_NAME.fullmatch(name)
+    if found is None:
+        raise NotFound(f"no video {name[:64]!r}: expected /videos/<request id>.<suffix>")
+    live = service.get(found["id"], viewer.principal)
+    output = live.record.output_path
+    if live.record.state != SUCCEEDED or output is None:
+        raise NotFound(f"no video {name!r}: the request is {GENERATION_STATES[live.record.state]}")
+    if PurePath(output).suffix != found["suffix"]:
+        raise NotFound(f"no video {name!r}: its file is {found['id']}{PurePath(output).suffix}")
+    path = service.result_path(found["id"], principal=viewer.principal)
+    return FileResponse(path, media_type=media_type(path), filename=path.name)
 
 
 router = APIRouter(dependencies=[Depends(require_key)])
 router.include_router(celery)
 router.include_router(generation)
+router.include_router(videos)

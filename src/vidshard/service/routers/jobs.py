@@ -11,15 +11,25 @@ from fastapi import APIRouter, Depends, Header, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 
 from ..inputs import TooLarge
-from ..jobs import JobService, LiveJob
-from ..schemas import JobFile, JobList, JobRequest, JobResult, JobState, JobView, UploadView
-from .deps import get_service, require_key
+from ..jobs import LiveJob
+from ..redact import Viewer
+from ..schemas import (
+    MAX_INT64,
+    JobFile,
+    JobList,
+    JobRequest,
+    JobResult,
+    JobState,
+    JobView,
+    UploadView,
+)
+from .deps import Service, Viewing, require_key
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], tags=["jobs"])
-Service = Annotated[JobService, Depends(get_service)]
 
 
-def job_view(live: LiveJob) -> JobView:
+def job_view(live: LiveJob, viewer: Viewer) -> JobView:
+    """A job as ``viewer`` may see it: a non-admin key is shown no server path."""
     record = live.record
     result = None
     if record.state == "succeeded" and record.output_path is not None:
@@ -38,10 +48,7 @@ def job_view(live: LiveJob) -> JobView:
             if folder.is_dir()
             else []
         )
-        result = JobResult(path=record.output_path, url=url, bytes=size, files=files)
-    input_shown = record.input_path
-    if record.input_kind == "upload":
-        input_shown = os.path.basename(record.input_path)
+        result = JobResult(path=viewer.file(record.output_path), url=url, bytes=size, files=files)
     return JobView(
         id=record.id,
         task=record.task,
@@ -56,13 +63,14 @@ def job_view(live: LiveJob) -> JobView:
         created_at=record.created_at,
         started_at=record.started_at,
         finished_at=record.finished_at,
-        input=input_shown,
+        input=viewer.input(record.input_path, record.input_kind),
         input_kind=record.input_kind,
-        params=record.params,
-        error=record.error,
+        params=viewer.params(record.params),
+        error=viewer.text(record.error),
         error_type=record.error_type,
         cancel_requested=record.cancel_requested,
         attempts=record.attempts,
+        owner=record.owner,
         result=result,
     )
 
@@ -71,12 +79,13 @@ def job_view(live: LiveJob) -> JobView:
 def submit_job(
     body: JobRequest,
     service: Service,
+    viewer: Viewing,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
-    """Queue a job. With an ``Idempotency-Key`` header, a repeat returns the first job
-    (200 instead of 202)."""
-    record, created = service.submit(body, idempotency_key)
-    view = job_view(service.get(record.id))
+    """Queue a job, owned by the key that sends it. With an ``Idempotency-Key`` header, a
+    repeat with the same key returns the first job (200 instead of 202)."""
+    record, created = service.submit(body, idempotency_key, viewer.principal)
+    view = job_view(service.get(record.id, viewer.principal), viewer)
     return JSONResponse(
         view.model_dump(mode="json"),
         status_code=202 if created else 200,
@@ -87,52 +96,64 @@ def submit_job(
 @router.get("/jobs", response_model=JobList)
 def list_jobs(
     service: Service,
+    viewer: Viewing,
     state: Annotated[list[JobState] | None, Query(description="filter; repeatable")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
 ) -> JobList:
-    """Jobs, newest first."""
-    jobs, total = service.list_jobs(list(state) if state else None, limit, offset)
-    return JobList(jobs=[job_view(j) for j in jobs], total=total, limit=limit, offset=offset)
+    """Jobs, newest first: the key's own (an admin key's: every job)."""
+    states: list[str] | None = list(state) if state else None
+    jobs, total = service.list_jobs(states, limit, offset, viewer.principal)
+    views = [job_view(j, viewer) for j in jobs]
+    return JobList(jobs=views, total=total, limit=limit, offset=offset)
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)
-def get_job(job_id: str, service: Service) -> JobView:
-    return job_view(service.get(job_id))
+def get_job(job_id: str, service: Service, viewer: Viewing) -> JobView:
+    """One job (404 for another key's job, unless the key is an admin's)."""
+    return job_view(service.get(job_id, viewer.principal), viewer)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView)
-def cancel_job(job_id: str, service: Service) -> JobView:
+def cancel_job(job_id: str, service: Service, viewer: Viewing) -> JobView:
     """Cancel a queued or running job; a running one stops within a batch, frees its
     slots and leaves no output."""
-    return job_view(service.cancel(job_id))
+    return job_view(service.cancel(job_id, principal=viewer.principal), viewer)
 
 
-MEDIA_TYPES = {".mp4": "video/mp4", ".mkv": "video/x-matroska", ".mov": "video/quicktime"}
+MEDIA_TYPES = {
+    ".mp4": "video/mp4",
+    ".mkv": "video/x-matroska",
+    ".mov": "video/quicktime",
+    ".jsonl": "application/x-ndjson",
+}
+
+
+def media_type(path: Path) -> str:
+    """The Content-Type a result file is served with."""
+    return MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
 
 
 @router.get("/jobs/{job_id}/result")
 def job_result(
     job_id: str,
     service: Service,
+    viewer: Viewing,
     name: Annotated[
         str | None, Query(max_length=255, description="another output file of the job")
     ] = None,
 ) -> FileResponse:
     """The output file of a succeeded job (or, with ``name``, another of its files:
     a detect job's annotated video), streamed."""
-    path = service.result_path(job_id, name)
-    if path.suffix == ".jsonl":
-        media_type = "application/x-ndjson"
-    else:
-        media_type = MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
-    return FileResponse(path, media_type=media_type, filename=path.name)
+    path = service.result_path(job_id, name, viewer.principal)
+    return FileResponse(path, media_type=media_type(path), filename=path.name)
 
 
 @router.post("/uploads", status_code=201, response_model=UploadView)
-def upload(file: UploadFile, service: Service) -> UploadView:
-    """Upload an input file (multipart ``file``); give its ``upload_id`` to POST /v1/jobs."""
-    upload_id, target = service.new_upload(file.filename or "upload.mp4")
+def upload(file: UploadFile, service: Service, viewer: Viewing) -> UploadView:
+    """Upload an input file (multipart ``file``); give its ``upload_id`` to POST /v1/jobs
+    (with the same key: an upload belongs to the key that sent it)."""
+    upload_id, target = service.new_upload(file.filename or "upload.mp4", viewer.principal)
     limit = service.settings.max_upload_bytes
     size = 0
     try:

@@ -1,23 +1,40 @@
-"""Devices, health, readiness and Prometheus metrics."""
+"""Devices, health, readiness and Prometheus metrics.
+
+Every key may read them; a key that is not an admin's sees a slot's job and model only
+while that slot runs one of its own jobs, and no worker pids. Metrics are counts for the
+whole server, with no job, path or key in them.
+"""
 
 from __future__ import annotations
-
-from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from vidshard.executors.slot import SlotState
+
+from ..auth import Principal
 from ..jobs import JobService
 from ..metrics import render_metrics
+from ..redact import Viewer
 from ..schemas import DeviceView, SlotView
-from .deps import get_service, require_key
+from .deps import Service, Viewing, require_key
 
 router = APIRouter(tags=["system"])
-Service = Annotated[JobService, Depends(get_service)]
 
 
-def device_views(service: JobService) -> list[DeviceView]:
+def _own_jobs(service: JobService, principal: Principal, job_ids: set[str]) -> set[str]:
+    """Those of ``job_ids`` that ``principal`` may see."""
+    if principal.admin:
+        return job_ids
+    records = (service.store.get(job_id) for job_id in job_ids)
+    return {r.id for r in records if r is not None and principal.owns(r.owner)}
+
+
+def device_views(service: JobService, viewer: Viewer) -> list[DeviceView]:
+    """The pool's devices and slots as ``viewer`` may see them."""
+    principal = viewer.principal
     slots = service.slots()
+    mine = _own_jobs(service, principal, {s.job for s in slots if s.job is not None})
     quarantined = set(service.pool.quarantined())
     pool_devices = {s.device for s in slots}
     views = []
@@ -25,7 +42,7 @@ def device_views(service: JobService) -> list[DeviceView]:
         label = reading.device.label
         if label not in pool_devices:
             continue
-        mine = [s for s in slots if s.device == label]
+        here = [s for s in slots if s.device == label]
         views.append(
             DeviceView(
                 device=label,
@@ -36,29 +53,31 @@ def device_views(service: JobService) -> list[DeviceView]:
                 utilization_pct=reading.utilization_pct,
                 temperature_c=reading.temperature_c,
                 quarantined=label in quarantined,
-                fps=round(sum(s.fps for s in mine if s.state == "busy"), 2),
-                slots=[
-                    SlotView(
-                        label=s.label,
-                        state=s.state,
-                        model=s.model,
-                        job=s.job,
-                        pid=s.pid,
-                        units=s.units,
-                        frames=s.frames,
-                        fps=round(s.fps, 2),
-                    )
-                    for s in mine
-                ],
+                fps=round(sum(s.fps for s in here if s.state == "busy"), 2),
+                slots=[_slot_view(s, viewer, mine) for s in here],
             )
         )
     return views
 
 
+def _slot_view(slot: SlotState, viewer: Viewer, mine: set[str]) -> SlotView:
+    shown = viewer.principal.admin or slot.job in mine
+    return SlotView(
+        label=slot.label,
+        state=slot.state,
+        model=viewer.text(slot.model) if shown else None,
+        job=slot.job if shown else None,
+        pid=slot.pid if viewer.principal.admin else None,
+        units=slot.units,
+        frames=slot.frames,
+        fps=round(slot.fps, 2),
+    )
+
+
 @router.get("/v1/devices", response_model=list[DeviceView], dependencies=[Depends(require_key)])
-def devices(service: Service) -> list[DeviceView]:
+def devices(service: Service, viewer: Viewing) -> list[DeviceView]:
     """Each device of the pool: memory, utilisation, temperature, its slots and their fps."""
-    return device_views(service)
+    return device_views(service, viewer)
 
 
 @router.get("/health")

@@ -34,6 +34,25 @@
     }
   }
 
+  // The docs pages (/docs, /redoc) are loaded by the browser itself, which cannot send the
+  // key header: once the server took the key, ask it for the docs cookie (it holds no key).
+  let docsKey = "";
+  async function openDocsSession(key) {
+    if (!key || key === docsKey) return;
+    docsKey = key;
+    try {
+      const init = { method: "POST", headers: { "X-API-Key": key }, redirect: "manual" };
+      const response = await fetch("/docs/login", { ...init, cache: "no-store" });
+      if (response.status === 401) docsKey = "";
+    } catch {
+      docsKey = ""; // offline: try again on the next refresh
+    }
+  }
+  function closeDocsSession() {
+    docsKey = "";
+    fetch("/docs/logout", { method: "POST", cache: "no-store" }).catch(() => {});
+  }
+
   // --- talking to the API -------------------------------------------------------------
 
   class AuthError extends Error {}
@@ -521,6 +540,7 @@
 
   function forgetKey() {
     setApiKey("");
+    closeDocsSession();
     $("#api-key").value = "";
     setText($("#key-message"), "The API key was forgotten.");
     refreshSoon();
@@ -551,7 +571,10 @@
         api(`/v1/jobs?limit=${JOB_LIMIT}`).then((r) => r.json()),
       ]);
       if (devices.status === "fulfilled") renderDevices(devices.value);
-      if (jobs.status === "fulfilled") renderJobs(jobs.value);
+      if (jobs.status === "fulfilled") {
+        renderJobs(jobs.value);
+        openDocsSession(apiKey()); // the key works: let the docs link use it too
+      }
       const failed = [devices, jobs].find((r) => r.status === "rejected");
       if (failed) {
         const auth = failed.reason instanceof AuthError;
