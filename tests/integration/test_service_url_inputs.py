@@ -182,3 +182,27 @@ def test_cancel_stops_a_download_and_the_queue_moves_on(
     assert not job_folder(server, downloading).exists()
     assert request.ended.wait(10)  # the connection was closed
     assert wait_for(server, queued.json()["id"])["state"] == "succeeded"
+
+
+def test_a_stop_ends_a_download_and_the_job_resumes_at_the_next_start(
+    tmp_path: Path, clips: Path, origin: ScriptedServer
+) -> None:
+    """SIGTERM while a job downloads: the download ends at once (the server does not wait
+    it out), the job is not cancelled, and the next server downloads it again and runs
+    it to success."""
+    origin.routes["/long.mp4"] = drip(50 * 2**20, 0.1, chunk_bytes=4000)
+    args = ("--devices", "cpu:1", "--input-root", str(clips))
+    data = tmp_path / "data"
+    with running_server(data, *args, env=RATE_ENV) as first:
+        job_id = submit_url(first, origin.url("/long.mp4"))
+        request = origin.wait_for_request("/long.mp4")
+        assert wait_for(first, job_id, ("running",))["state"] == "running"
+        assert first.stop() == 0
+        assert request.ended.wait(10)  # the connection was closed by the stop
+        log = first.log.read_text()
+        assert "interrupted by the stop" in log, log
+    origin.routes["/long.mp4"] = body((clips / "small.mp4").read_bytes())
+    with running_server(data, *args, env=RATE_ENV) as second:
+        done = wait_for(second, job_id)
+        assert done["state"] == "succeeded", done
+        assert done["attempts"] == 2

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vidshard import __version__
 from vidshard.errors import VidshardError
@@ -57,6 +58,7 @@ def create_app(settings: ServiceSettings, service: JobService | None = None) -> 
     app.state.redactor = PathRedactor.from_settings(settings)
     app.add_exception_handler(VidshardError, _vidshard_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     for router in (jobs.router, system.router, compat.router, dashboard.router, docs.router):
         app.include_router(router)
     app.add_middleware(
@@ -83,6 +85,30 @@ def _error_headers(exc: Exception) -> dict[str, str] | None:
     if isinstance(exc, StoreUnavailable):
         return {"Retry-After": str(RETRY_AFTER_S)}
     return None
+
+
+# The error names of FastAPI's own answers, so that every error has one JSON shape.
+_HTTP_ERRORS = {
+    400: "InvalidRequest",
+    401: "Unauthorized",
+    403: "AccessDenied",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    413: "TooLarge",
+}
+_UNREADABLE_BODY = "There was an error parsing the body"  # FastAPI's words
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail
+    if exc.status_code == 400 and detail == _UNREADABLE_BODY:
+        detail = "the body cannot be read: not valid JSON or form data, or nested too deeply"
+    return JSONResponse(
+        {"error": _HTTP_ERRORS.get(exc.status_code, "HTTPError"), "detail": detail},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

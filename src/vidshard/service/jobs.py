@@ -76,6 +76,8 @@ class Conflict(VidshardError):
 class _Running:
     record: JobRecord
     cancel: threading.Event = field(default_factory=threading.Event)
+    # Set by a cancel and by the service stopping: ends a download within a second.
+    abort: threading.Event = field(default_factory=threading.Event)
     snapshot: ProgressSnapshot | None = None
     persisted_s: float = 0.0
     thread: threading.Thread | None = None
@@ -167,9 +169,12 @@ class JobService:
         if self._own_pool:
             self.pool.shutdown()
         with self._lock:
-            threads = [r.thread for r in self._running.values() if r.thread is not None]
-        for thread in threads:
-            thread.join(timeout=15)
+            running = list(self._running.values())
+        for job in running:  # a download stops at once; the job resumes at the next start
+            job.abort.set()
+        for job in running:
+            if job.thread is not None:
+                job.thread.join(timeout=15)
         if self._dispatcher is not None:
             self._dispatcher.join(timeout=5)
         self.store_watch.flush()
@@ -285,7 +290,7 @@ class JobService:
             else []
         )
         if len(files) != 1 or not principal.owns(upload_owner(folder)):
-            raise NotFound(f"no upload {upload_id}")
+            raise NotFound(f"no upload {_clipped(upload_id)}")
         return files[0]
 
     # --- reading -----------------------------------------------------------------------
@@ -294,7 +299,7 @@ class JobService:
         """A job ``principal`` may see: another key's job is not found (404, not 403)."""
         found = self.store.get_with_position(job_id)
         if found is None or not principal.owns(found[0].owner):
-            raise NotFound(f"no job {job_id}")
+            raise NotFound(f"no job {_clipped(job_id)}")
         return self._live(*found)
 
     def list_jobs(
@@ -350,7 +355,7 @@ class JobService:
         a quarter of a second while it downloads its URL input."""
         record = self.store.get(job_id)
         if record is None or not principal.owns(record.owner):
-            raise NotFound(f"no job {job_id}")
+            raise NotFound(f"no job {_clipped(job_id)}")
         if record.is_final:
             raise Conflict(f"job {job_id} already {record.state}")
         if self.store.transition(job_id, [QUEUED], CANCELLED, cancel_requested=True):
@@ -361,6 +366,7 @@ class JobService:
             running = self._running.get(job_id)
         if running is not None:
             running.cancel.set()
+            running.abort.set()
             self.pool.cancel_job(job_id)
             if running.thread is not None:
                 running.thread.join(wait_s)
@@ -470,7 +476,7 @@ class JobService:
                     record.input_path,
                     output.parent / DOWNLOADS_FOLDER,
                     DownloadPolicy.of(self.settings),
-                    running.cancel,
+                    running.abort,
                 )
                 if record.input_kind == "url"
                 else Path(record.input_path)
@@ -550,14 +556,15 @@ class JobService:
 
     def _finish_failed(self, running: _Running, output: Path, exc: BaseException) -> None:
         job_id = running.record.id
-        if isinstance(exc, Cancelled) or running.cancel.is_set():
+        cancelled = running.cancel.is_set()
+        if self._stopping.is_set() and not cancelled:
+            logger.info("job %s interrupted by the stop; it resumes at the next start", job_id)
+            return  # left running in the store: requeued at the next start
+        if cancelled or isinstance(exc, Cancelled):
             shutil.rmtree(output.parent, ignore_errors=True)
             self.store_watch.finish(job_id, CANCELLED, **_last_progress(running))
             logger.info("job %s cancelled", job_id)
             return
-        if self._stopping.is_set():
-            logger.info("job %s interrupted by the stop; it resumes at the next start", job_id)
-            return  # left running in the store: requeued at the next start
         if isinstance(exc, VidshardError):
             message, kind = str(exc), type(exc).__name__
         else:
@@ -634,6 +641,11 @@ def _last_progress(running: _Running) -> dict[str, int]:
     if snapshot is None:
         return {}
     return {"frames_done": snapshot.frames_done, "frames_total": snapshot.frames_total}
+
+
+def _clipped(given: str, limit: int = 64) -> str:
+    """A client's id for a message: as given, cut at ``limit`` characters."""
+    return given if len(given) <= limit else f"{given[:limit]}... ({len(given)} characters)"
 
 
 def error_status(exc: BaseException) -> int:

@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import stat
+import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -170,8 +171,36 @@ def check_url(url: str, allowed_schemes: Sequence[str], hosts: HostRules | None 
         raise InputError(f"URL has no host: {url!r}")
     if hosts is not None:
         host = url_host(url)
-        hosts.check(host, [endpoint.address for endpoint in resolve(host, port or 0)])
+        endpoints = resolve_within(host, port or 0, SUBMIT_RESOLVE_TIMEOUT_S)
+        hosts.check(host, [endpoint.address for endpoint in endpoints])
     return url
+
+
+SUBMIT_RESOLVE_TIMEOUT_S = 10.0
+"""How long a submit waits for the URL's host to resolve: a slow resolver must not hold
+a request thread (the download looks the host up again, with its own deadline)."""
+
+
+def resolve_within(host: str, port: int, timeout_s: float) -> list[Endpoint]:
+    """:func:`resolve`, waited for at most ``timeout_s`` (the look-up itself cannot be
+    interrupted: it ends in its own daemon thread)."""
+    outcome: list[list[Endpoint] | BaseException] = []
+
+    def look_up() -> None:
+        try:
+            outcome.append(resolve(host, port))
+        except BaseException as exc:  # handed to the waiting thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=look_up, name=f"resolve-{host[:32]}", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if not outcome:
+        raise InputError(f"URL host {host!r} did not resolve within {timeout_s:g} s")
+    found = outcome[0]
+    if isinstance(found, BaseException):
+        raise found
+    return found
 
 
 # --- host rules: where the server itself may connect -------------------------------------

@@ -535,3 +535,22 @@ def test_the_docs_example_loads(tmp_path):
     rules = DownloadPolicy.of(settings).hosts
     rules.check("media.internal", [ipaddress.ip_address("10.1.1.1")], own=frozenset())
     rules.check("cam", [ipaddress.ip_address("10.20.3.4")], own=frozenset())
+
+
+def test_a_slow_resolver_does_not_hold_a_submit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The submit-time look-up is waited for a bounded time, then refused (422)."""
+    from vidshard.service import security
+
+    released = threading.Event()
+
+    def stuck(host: str, port: int) -> list[Any]:
+        released.wait(30)
+        return []
+
+    monkeypatch.setattr(security, "resolve", stuck)
+    monkeypatch.setattr(security, "SUBMIT_RESOLVE_TIMEOUT_S", 0.2)
+    try:
+        with pytest.raises(InputError, match="did not resolve within 0.2 s"):
+            check_url("https://slow.example/clip.mp4", ["https"], DENY)
+    finally:
+        released.set()
