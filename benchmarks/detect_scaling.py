@@ -47,7 +47,7 @@ def video_list(count: int, seconds: list[float], folder: Path) -> list[Path]:
 
 
 def run_once(videos: list[Path], slots: int, out_dir: Path) -> dict[str, Any]:
-    from vidshard.detect.pipeline import DetectorOptions, DetectRecipe
+    from vidshard.detection.pipeline import DetectorOptions, DetectRecipe
     from vidshard.engine.detect import DetectOptions, run_detect
 
     out = out_dir / f"detect-{slots}.jsonl"

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from vidshard.detect import Detections
+from vidshard.detection import Detections
 
 SLEEP_ENV = "VIDSHARD_BENCH_SLEEP_MS"
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from vidshard.detect.types import Detections
+from vidshard.detection.types import Detections
 
 YOLO_NAMES: tuple[str, ...] = ("person", "car", "dog")
 GD_VOCAB: tuple[str, ...] = (

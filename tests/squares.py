@@ -15,7 +15,7 @@ SQUARE = 14
 
 FAKE_DETECTOR = '''
 import numpy as np
-from vidshard.detect import Detections
+from vidshard.detection import Detections
 
 NAMES = ("red", "green", "blue")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from vidshard.detect.types import Detections
+from vidshard.detection.types import Detections
 
 TINY_SAM2_SIZE = 128  # the model's square input; frames of any size are resized to it
 

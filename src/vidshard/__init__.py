@@ -1,13 +1,14 @@
 """vidshard: run video AI models on every accelerator you have."""
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from vidshard.api import upscale
-from vidshard.engine.upscale import UpscaleOptions, UpscaleResult
 from vidshard.errors import VidshardError
 
 if TYPE_CHECKING:
+    from vidshard.api import detect, run, track, upscale
     from vidshard.client import Client
+    from vidshard.engine.upscale import UpscaleOptions, UpscaleResult
 
 __version__ = "0.1.0"
 
@@ -17,14 +18,28 @@ __all__ = [
     "UpscaleResult",
     "VidshardError",
     "__version__",
+    "detect",
+    "run",
+    "track",
     "upscale",
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """``vidshard.Client`` is imported on first use: ``import vidshard`` needs no httpx."""
-    if name == "Client":
-        from vidshard.client import Client
+_LAZY = {
+    "Client": "vidshard.client",
+    "UpscaleOptions": "vidshard.engine.upscale",
+    "UpscaleResult": "vidshard.engine.upscale",
+    "detect": "vidshard.api",
+    "run": "vidshard.api",
+    "track": "vidshard.api",
+    "upscale": "vidshard.api",
+}
 
-        return Client
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    """The API is imported on first use: ``import vidshard`` (a worker does) loads no task,
+    engine or httpx."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

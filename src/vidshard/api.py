@@ -1,61 +1,129 @@
-"""The Python API: the same jobs as the CLI, as plain function calls."""
+"""The Python API: every task as a function, made from its definition (the same options
+as the CLI command, checked the same way, the same typed errors).
+
+``vidshard.upscale(input, output, **options)``, ``vidshard.detect(inputs, output,
+**options)``, ``vidshard.track(...)``, and ``vidshard.run(task_name, ...)`` for any task,
+a package's included. Each also takes ``devices``, ``workers_per_device``,
+``on_progress`` (progress snapshots), ``on_phase`` (phase names) and ``on_note``
+(a video done or failed).
+"""
 
 from __future__ import annotations
 
+import inspect
 import os
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
 
-from vidshard.engine.upscale import (
-    PhaseFn,
-    ProgressFn,
-    UpscaleOptions,
-    UpscaleResult,
-    run_upscale,
-)
-from vidshard.models.options import TileOption
+from vidshard.engine.detect import DetectResult
+from vidshard.engine.upscale import UpscaleResult
+from vidshard.tasks import Note, default_tasks, run_task
+from vidshard.tasks.base import NoteFn, PhaseFn, ProgressFn, Task
+from vidshard.tasks.options import Cli, option_meta
+
+ResultT = TypeVar("ResultT")
+Inputs = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+__all__ = ["Note", "TaskFunction", "detect", "run", "track", "upscale"]
 
 
-def upscale(
-    input: str | os.PathLike[str],
-    output: str | os.PathLike[str],
-    *,
-    model: str = "lanczos",
-    scale: int | None = None,
-    devices: str = "all",
-    workers_per_device: int = 1,
-    tile: TileOption = "auto",
-    tile_overlap: int = 16,
-    overlap_frames: int = 0,
-    segment_seconds: float | None = None,
-    codec: str = "libx264",
-    crf: int | None = 18,
-    preset: str | None = "medium",
-    precision: str = "fp32",
-    batch_size: int | None = None,
-    resume: bool = True,
-    down_sample: bool = False,
-    on_progress: ProgressFn | None = None,
-    on_phase: PhaseFn | None = None,
-) -> UpscaleResult:
-    """Upscale one video over every slot ``devices`` names; see ``vidshard upscale --help``.
+class TaskFunction(Generic[ResultT]):
+    """A task as a function. Its signature (``help()``, an IDE) lists the task's options;
+    a bad one is a :class:`~vidshard.errors.ConfigError` naming it."""
 
-    Raises a :class:`vidshard.errors.VidshardError` subclass for bad input; nothing is
-    left at ``output`` unless the job succeeds.
-    """
-    options = UpscaleOptions(
-        model=model,
-        scale=scale,
-        devices=devices,
-        workers_per_device=workers_per_device,
-        tile=tile,
-        tile_overlap=tile_overlap,
-        overlap_frames=overlap_frames,
-        segment_seconds=segment_seconds,
-        codec=codec,
-        crf=crf,
-        preset=preset,
-        precision=precision,
-        batch_size=batch_size,
-        resume=resume,
-        down_sample=down_sample,
-    )
-    return run_upscale(input, output, options, on_progress=on_progress, on_phase=on_phase)
+    def __init__(self, name: str) -> None:
+        self.task_name = name
+        self.__name__ = self.__qualname__ = name
+
+    # Read from the registry when asked (help(), an IDE): importing vidshard loads no task.
+    @property  # type: ignore[misc]
+    def __doc__(self) -> str:  # type: ignore[override]
+        return _doc(self.task)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return _signature(self.task)
+
+    @property
+    def task(self) -> Task[Any, ResultT]:
+        found: Task[Any, ResultT] = default_tasks().get(self.task_name)
+        return found
+
+    def __call__(
+        self,
+        inputs: Inputs,
+        output: str | os.PathLike[str] | None = None,
+        *,
+        devices: str = "all",
+        workers_per_device: int = 1,
+        on_progress: ProgressFn | None = None,
+        on_phase: PhaseFn | None = None,
+        on_note: NoteFn | None = None,
+        **options: Any,
+    ) -> ResultT:
+        task = self.task
+        return run_task(
+            task,
+            inputs,
+            output,
+            task.options(options, "python"),
+            devices=devices,
+            workers_per_device=workers_per_device,
+            on_progress=on_progress,
+            on_phase=on_phase,
+            on_note=on_note,
+        )
+
+    def __repr__(self) -> str:
+        return f"<vidshard task function {self.task_name}>"
+
+
+upscale: TaskFunction[UpscaleResult] = TaskFunction("upscale")
+detect: TaskFunction[DetectResult] = TaskFunction("detect")
+track: TaskFunction[DetectResult] = TaskFunction("track")
+
+
+def run(task: str, inputs: Inputs, output: str | os.PathLike[str] | None = None, **kw: Any) -> Any:
+    """Run the task registered as ``task`` (a built-in or a package's) with ``kw``."""
+    return TaskFunction[Any](task)(inputs, output, **kw)
+
+
+def _signature(task: Task[Any, Any]) -> inspect.Signature:
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    first = "input" if task.inputs == "one" else "inputs"
+    parameters = [
+        inspect.Parameter(first, inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter(
+            "output",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=inspect.Parameter.empty if task.default_output is None else None,
+        ),
+    ]
+    for name, info in task.options_type.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        parameters.append(
+            inspect.Parameter(name, keyword, default=default, annotation=info.annotation)
+        )
+    for name, default in (
+        ("devices", "all"),
+        ("workers_per_device", 1),
+        ("on_progress", None),
+        ("on_phase", None),
+        ("on_note", None),
+    ):
+        parameters.append(inspect.Parameter(name, keyword, default=default))
+    return inspect.Signature(parameters)
+
+
+def _doc(task: Task[Any, Any]) -> str:
+    lines = [task.summary, "", "Options:"]
+    for name, info in task.options_type.model_fields.items():
+        flags = option_meta(info, Cli)
+        where = "" if flags is None or flags.exposed else " (Python only)"
+        lines.append(f"    {name}: {info.description or ''}{where}")
+    lines += [
+        "",
+        "Also: devices, workers_per_device, on_progress, on_phase, on_note.",
+        "Raises a vidshard.VidshardError subclass for bad input.",
+    ]
+    return "\n".join(lines)

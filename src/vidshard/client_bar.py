@@ -1,18 +1,38 @@
 """The progress bar of :meth:`vidshard.Client.wait` (rich, when it is installed): the
-CLI's progress line (:mod:`vidshard.cli.display`), fed from the polled job."""
+CLI's progress line (:mod:`vidshard.cli.display`), fed from the polled job.
+
+The bar reads a job through :class:`JobProgress`, the few fields it shows, so it does not
+depend on the client (which depends on it); :class:`vidshard.client.Job` is one."""
 
 from __future__ import annotations
 
 import logging
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from vidshard.client import Job
-
 logger = logging.getLogger(__name__)
+
+
+class JobProgress(Protocol):
+    """What the bar shows of a polled job, as :class:`vidshard.client.Job` holds it."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def queue_position(self) -> int | None: ...
+    @property
+    def frames_done(self) -> int: ...
+    @property
+    def frames_total(self) -> int | None: ...
+    @property
+    def fps(self) -> float | None: ...
+    @property
+    def eta_s(self) -> float | None: ...
+    @property
+    def done(self) -> bool: ...
 
 
 class WaitBar:
@@ -47,7 +67,7 @@ class WaitBar:
         if self._line is not None:
             self._line.__exit__(exc_type, exc, tb)
 
-    def update(self, job: Job) -> None:
+    def update(self, job: JobProgress) -> None:
         if self._line is None:
             return
         from vidshard.cli.display import BarState

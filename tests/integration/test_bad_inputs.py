@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 
 import vidshard
 from models_fixtures import build_compact, write_unreadable_files
-from vidshard.cli import app as app_module
+from vidshard.cli import console as app_module
 from vidshard.cli.app import app
 from vidshard.errors import (
     DeviceError,

@@ -18,8 +18,8 @@ from tests.track_fixtures import build_tiny_sam2
 from typer.testing import CliRunner
 
 from vidshard.cli.app import app
-from vidshard.detect.jsonl import validate_record
-from vidshard.detect.rle import rle_to_mask
+from vidshard.detection.jsonl import validate_record
+from vidshard.detection.rle import rle_to_mask
 from vidshard.engine.detect import sample_indices
 from vidshard.media import probe
 

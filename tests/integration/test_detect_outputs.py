@@ -14,7 +14,7 @@ from tests.clips import ClipSpec, write_clip
 from typer.testing import CliRunner
 
 from vidshard.cli.app import app
-from vidshard.detect.pipeline import DetectorOptions, DetectRecipe
+from vidshard.detection.pipeline import DetectorOptions, DetectRecipe
 from vidshard.engine.detect import DetectOptions, run_detect
 from vidshard.errors import OutputError
 from vidshard.executors.local import LocalExecutor

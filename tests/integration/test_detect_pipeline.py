@@ -20,8 +20,8 @@ from tests.clips import ClipSpec, write_clip
 from tests.helpers import audio_packets
 from tests.squares import COLOURS, FAKE_DETECTOR, SQUARE, square_positions, write_squares
 
-from vidshard.detect.jsonl import read_done, validate_record
-from vidshard.detect.pipeline import DetectorOptions, DetectRecipe
+from vidshard.detection.jsonl import read_done, validate_record
+from vidshard.detection.pipeline import DetectorOptions, DetectRecipe
 from vidshard.engine.detect import (
     DetectOptions,
     read_list,

@@ -92,7 +92,7 @@ def test_the_cli_says_one_line_and_exits_2(args: list[str], clip: Path, tmp_path
         (f"{LONG}.mp4", "out.mp4", "lanczos", InputError),
         (None, f"{LONG}.mp4", "lanczos", OutputError),
         (None, "out.mp4", f"{LONG}.pth", ModelError),
-        (None, "out.mp4", "lan\0czos", ModelError),
+        (None, "out.mp4", "lan\0czos.pth", ModelError),  # a NUL in a weights file's name
     ],
     ids=["input", "output", "model", "model-nul"],
 )

@@ -74,3 +74,17 @@ def test_job_service_example(tmp_path, monkeypatch, capsys):
         exec(compile(code.replace("http://127.0.0.1:8000", server.url), "README", "exec"), {})
     assert capsys.readouterr().out.strip().endswith("succeeded 377")
     assert probe(tmp_path / "car-x2-served.mp4").video.frame_count == 377
+
+
+@pytest.mark.slow
+def test_python_detect_and_track_example(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("ultralytics")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "examples").symlink_to(EXAMPLES)
+    exec(compile(block_containing("python", "vidshard.track("), "README", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert "tracks.jsonl 2 videos 60 frames" in printed
+    assert "examples/car-detection.mp4 30 ok" in printed
+    assert sum(line.startswith("done ") for line in printed) == 2
+    lines = (tmp_path / "tracks.jsonl").read_text().splitlines()
+    assert len(lines) == 2

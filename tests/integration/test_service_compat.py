@@ -314,7 +314,7 @@ def test_generation_requests_are_refused(client: TestClient, body: dict[str, Any
     [
         ({"task": "upscale", "params": PARAMS}, "exactly one"),  # no input
         ({"video_path": "clip.mp4", "input": "clip.mp4"}, "exactly one"),  # two inputs
-        ({"task": "detect", "video_path": "clip.mp4"}, "task"),  # a task vidshard lacks
+        ({"task": "paint", "video_path": "clip.mp4"}, "task"),  # a task vidshard lacks
         ({"video_path": "clip.mp4", "params": {"crf": 99}}, "params.crf"),  # out of range
         ({"video_path": "clip.mp4", "params": {"colour": 1}}, "params.colour"),  # unknown
         ({"video_path": "clip.mp4", "priority": -101}, "priority"),  # out of range

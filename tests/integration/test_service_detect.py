@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from tests.squares import FAKE_DETECTOR, write_squares
 
-from vidshard.detect.jsonl import validate_record
+from vidshard.detection.jsonl import validate_record
 from vidshard.media import probe
 from vidshard.service.app import create_app
 from vidshard.service.settings import load_settings

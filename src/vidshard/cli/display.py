@@ -42,6 +42,7 @@ class BarState:
     fps: float | None = None
     eta_s: float | None = None
     detail: str = ""  # the second line: per-slot rates
+    unit: str = "frames"  # what done and total count (a task's progress unit)
 
 
 def clock_text(seconds: float | None) -> str:
@@ -55,14 +56,16 @@ def clock_text(seconds: float | None) -> str:
 
 def _stats(state: BarState, elapsed_s: float) -> dict[str, str]:
     """The line's right-hand parts, in display order."""
+    unit = state.unit
     if state.total:
-        count = f"{state.done:>{len(str(state.total))}}/{state.total} frames"
+        count = f"{state.done:>{len(str(state.total))}}/{state.total} {unit}"
     else:
-        count = f"{state.done}/? frames"
+        count = f"{state.done}/? {unit}"
     finished = bool(state.total) and state.done >= (state.total or 0)
+    rate = "fps" if unit == "frames" else f"{unit}/s"
     return {
         "count": count,
-        "fps": f"{state.fps:5.1f} fps" if state.fps is not None else "  - fps",
+        "fps": f"{state.fps:5.1f} {rate}" if state.fps is not None else f"  - {rate}",
         "elapsed": f"elapsed {clock_text(elapsed_s)}",
         "eta": f"eta {clock_text(0.0 if finished else state.eta_s)}",
     }
@@ -158,8 +161,11 @@ def _log_above_the_line() -> list[tuple[logging.StreamHandler[Any], Any]]:
 class LiveLine:
     """A :class:`ProgressLine` drawn live on a console; a quiet no-op when disabled."""
 
-    def __init__(self, console: Console, phase: str, enabled: bool = True) -> None:
+    def __init__(
+        self, console: Console, phase: str, enabled: bool = True, unit: str = "frames"
+    ) -> None:
         self.line = ProgressLine(phase)
+        self.line.update(BarState(phase, unit=unit))
         self._live = Live(self.line, console=console, refresh_per_second=4) if enabled else None
         self._moved: list[tuple[logging.StreamHandler[Any], Any]] = []
 

@@ -22,13 +22,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vidshard.detect.annotate import EMPTY, FrameDrawing
-from vidshard.detect.jsonl import JsonlSink, done_paths, frame_record, video_record
-from vidshard.detect.pipeline import DetectRecipe
-from vidshard.detect.stitch import SegmentTracks, frame_owners, stitch_segments
+from vidshard.detection.annotate import EMPTY, FrameDrawing
+from vidshard.detection.jsonl import JsonlSink, done_paths, frame_record, video_record
+from vidshard.detection.pipeline import DetectRecipe
+from vidshard.detection.stitch import SegmentTracks, frame_owners, stitch_segments
 from vidshard.devices import discover_devices, parse_device_spec
 from vidshard.errors import ConfigError, InputError, OutputError, VidshardError
-from vidshard.executors.base import Executor, create_executor
+from vidshard.executors.base import Executor
+from vidshard.executors.registry import create_executor
 from vidshard.media import EncodeSettings, MediaInfo, join_segments, probe
 from vidshard.media.plan import plan_segments
 from vidshard.media.source import FileIdentity
@@ -208,7 +209,7 @@ def run_detect(
     phase = on_phase or (lambda _name: None)
     recipe.validate()
     options.validate()
-    if uses_random_weights(recipe):
+    if uses_random_weights(recipe.detector, recipe.weights):
         logger.warning(
             "%s is a model config, not trained weights: random weights, random boxes "
             "(for trying vidshard out)",

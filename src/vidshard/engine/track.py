@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from vidshard.detect.annotate import EMPTY, FrameDrawing, draw
-from vidshard.detect.pipeline import DetectPipeline
-from vidshard.detect.rle import mask_to_rle
-from vidshard.detect.types import Detections
+from vidshard.detection.annotate import EMPTY, FrameDrawing, draw
+from vidshard.detection.pipeline import DetectPipeline
+from vidshard.detection.rle import mask_to_rle
+from vidshard.detection.types import Detections
 from vidshard.errors import Cancelled
 from vidshard.media.reader import read_frames
 from vidshard.media.writer import SegmentWriter

@@ -16,7 +16,8 @@ from pathlib import Path
 from vidshard.devices import discover_devices, parse_device_spec
 from vidshard.devices.types import DeviceSlot
 from vidshard.errors import ConfigError, InputError, OutputError, WorkerError, write_failure
-from vidshard.executors.base import Executor, create_executor
+from vidshard.executors.base import Executor
+from vidshard.executors.registry import create_executor
 from vidshard.media import (
     SEGMENT_SUFFIX,
     EncodeSettings,

@@ -45,12 +45,3 @@ class Executor(ABC):
     @abstractmethod
     def shutdown(self) -> None:
         """Stop every worker; pending units fail with CancelledError."""
-
-
-def create_executor(name: str) -> Executor:
-    """Pick a backend by name; optional backends are imported only when chosen."""
-    if name == "local":
-        from .local import LocalExecutor
-
-        return LocalExecutor()
-    raise WorkerError(f"unknown executor {name!r}; expected 'local'")

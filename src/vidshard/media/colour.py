@@ -19,21 +19,71 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
+from .colour_tags import (
+    MATRIX_NAMES,
+    PRI_BT470BG,
+    PRI_BT709,
+    PRI_SMPTE170M,
+    PRIMARIES_NAMES,
+    RANGE_FULL,
+    RANGE_LIMITED,
+    RANGE_UNSPECIFIED,
+    SPC_BT470BG,
+    SPC_BT709,
+    SPC_BT2020_NCL,
+    SPC_RGB,
+    SPC_SMPTE170M,
+    TRC_BT709,
+    TRC_NAMES,
+    TRC_SMPTE170M,
+    UNSPECIFIED,
+    ColourTags,
+    describe_colour,
+    range_name,
+)
+
 if TYPE_CHECKING:
     from .types import VideoStreamInfo
 
-# FFmpeg's AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic / AVColorRange.
-UNSPECIFIED = 2
-RANGE_UNSPECIFIED, RANGE_LIMITED, RANGE_FULL = 0, 1, 2
-SPC_RGB, SPC_BT709, SPC_BT470BG, SPC_SMPTE170M, SPC_BT2020_NCL = 0, 1, 5, 6, 9
-PRI_BT709, PRI_BT470BG, PRI_SMPTE170M = 1, 5, 6
-TRC_BT709, TRC_SMPTE170M = 1, 6
+__all__ = [  # the tags' names too: they have always been importable from here
+    "BT709_LIMITED",
+    "DECODE_FLAGS",
+    "MATRIX_NAMES",
+    "PRIMARIES_NAMES",
+    "PRI_BT470BG",
+    "PRI_BT709",
+    "PRI_SMPTE170M",
+    "RANGE_FULL",
+    "RANGE_LIMITED",
+    "RANGE_UNSPECIFIED",
+    "SPC_BT470BG",
+    "SPC_BT709",
+    "SPC_BT2020_NCL",
+    "SPC_RGB",
+    "SPC_SMPTE170M",
+    "TRC_BT709",
+    "TRC_NAMES",
+    "TRC_SMPTE170M",
+    "UNSPECIFIED",
+    "Colour",
+    "ColourTags",
+    "colour_dict",
+    "colour_notes",
+    "colour_rule",
+    "from_rgb",
+    "guess_colour",
+    "is_hd",
+    "is_rgb_format",
+    "output_colour",
+    "to_rgb",
+    "video_colour",
+]
 
 # The swscale matrix for each AVColorSpace swscale converts (PyAV takes SWS_CS_* values).
 _SWS_MATRIX = {
@@ -47,87 +97,6 @@ _SWS_MATRIX = {
 # Decoding to RGB: full chroma interpolation with accurate rounding is within half a
 # level of the exact conversion (the default fast path is up to 3 levels off).
 DECODE_FLAGS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
-
-MATRIX_NAMES = {
-    0: "rgb",
-    1: "bt709",
-    2: "unknown",
-    4: "fcc",
-    5: "bt470bg",
-    6: "smpte170m",
-    7: "smpte240m",
-    8: "ycgco",
-    9: "bt2020nc",
-    10: "bt2020c",
-    11: "smpte2085",
-    12: "chroma-derived-nc",
-    13: "chroma-derived-c",
-    14: "ictcp",
-}
-PRIMARIES_NAMES = {
-    1: "bt709",
-    2: "unknown",
-    4: "bt470m",
-    5: "bt470bg",
-    6: "smpte170m",
-    7: "smpte240m",
-    8: "film",
-    9: "bt2020",
-    10: "smpte428",
-    11: "smpte431",
-    12: "smpte432",
-    22: "ebu3213",
-}
-TRC_NAMES = {
-    1: "bt709",
-    2: "unknown",
-    4: "gamma22",
-    5: "gamma28",
-    6: "smpte170m",
-    7: "smpte240m",
-    8: "linear",
-    9: "log100",
-    10: "log316",
-    11: "iec61966-2-4",
-    12: "bt1361e",
-    13: "iec61966-2-1",
-    14: "bt2020-10",
-    15: "bt2020-12",
-    16: "smpte2084",
-    17: "smpte428",
-    18: "arib-std-b67",
-}
-
-
-class _Tagged(Protocol):
-    colorspace: int
-    color_primaries: int
-    color_trc: int
-    color_range: int
-
-
-@dataclass(frozen=True)
-class ColourTags:
-    """What a stream declares about its colour, as FFmpeg numbers it (2, or range 0:
-    unspecified)."""
-
-    matrix: int = UNSPECIFIED
-    primaries: int = UNSPECIFIED
-    trc: int = UNSPECIFIED
-    range: int = RANGE_UNSPECIFIED
-
-    @classmethod
-    def of(cls, tagged: _Tagged) -> ColourTags:
-        """The tags of a decoded frame or a codec context."""
-        return cls(
-            matrix=int(tagged.colorspace),
-            primaries=int(tagged.color_primaries),
-            trc=int(tagged.color_trc),
-            range=int(tagged.color_range),
-        )
-
-    def describe(self) -> str:
-        return _describe(self.matrix, self.primaries, self.trc, _range_name(self.range))
 
 
 @dataclass(frozen=True)
@@ -149,22 +118,10 @@ class Colour:
         return _SWS_MATRIX.get(self.matrix)
 
     def describe(self) -> str:
-        return _describe(self.matrix, self.primaries, self.trc, _range_name(self.range))
+        return describe_colour(self.matrix, self.primaries, self.trc, self.range)
 
 
 BT709_LIMITED = Colour(SPC_BT709, PRI_BT709, TRC_BT709, full_range=False)
-
-
-def _describe(matrix: int, primaries: int, trc: int, range_name: str) -> str:
-    return (
-        f"{MATRIX_NAMES.get(matrix, f'#{matrix}')} matrix, "
-        f"{PRIMARIES_NAMES.get(primaries, f'#{primaries}')} primaries, "
-        f"{TRC_NAMES.get(trc, f'#{trc}')} transfer, {range_name} range"
-    )
-
-
-def _range_name(value: int) -> str:
-    return {RANGE_LIMITED: "limited", RANGE_FULL: "full"}.get(value, "unknown")
 
 
 def is_hd(size_wh: tuple[int, int]) -> bool:
@@ -300,5 +257,5 @@ def _names(matrix: int, primaries: int, trc: int, range_: int) -> dict[str, str]
         "matrix": MATRIX_NAMES.get(matrix, f"#{matrix}"),
         "primaries": PRIMARIES_NAMES.get(primaries, f"#{primaries}"),
         "transfer": TRC_NAMES.get(trc, f"#{trc}"),
-        "range": _range_name(range_),
+        "range": range_name(range_),
     }

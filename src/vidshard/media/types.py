@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from .colour import ColourTags
+from .colour_tags import ColourTags
 from .source import FileIdentity
 
 

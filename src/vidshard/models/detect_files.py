@@ -18,14 +18,11 @@ import struct
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vidshard.errors import ModelError
 from vidshard.models.custom import parse_class_target
 from vidshard.models.ultralytics_env import import_yolo
-
-if TYPE_CHECKING:
-    from vidshard.detect.pipeline import DetectRecipe
 
 logger = logging.getLogger(__name__)
 
@@ -72,28 +69,28 @@ def weights_argument(model: str, kind: str) -> str:
     return str(Path(model).expanduser().resolve())
 
 
-def uses_random_weights(recipe: DetectRecipe) -> bool:
+def uses_random_weights(detector: str, weights: str) -> bool:
     """A YOLO built from a model config: untrained, its detections mean nothing."""
-    return recipe.detector == "yolo" and Path(recipe.weights).suffix.lower() in YAML_SUFFIXES
+    return detector == "yolo" and Path(weights).suffix.lower() in YAML_SUFFIXES
 
 
-def check_detector_files(recipe: DetectRecipe) -> None:
-    """ModelError, one line, when a file the recipe names is missing or is not a model."""
-    if recipe.detector == "yolo":
-        check_yolo_file(recipe.weights)
-    elif recipe.detector == "grounding-dino":
+def check_detector_files(detector: str, weights: str, sam2: str | None = None) -> None:
+    """ModelError, one line, when a file a recipe names is missing or is not a model:
+    ``weights`` as the ``detector`` kind reads them, and the ``sam2`` folder if given
+    (the recipe passes it when its tracker is SAM2)."""
+    if detector == "yolo":
+        check_yolo_file(weights)
+    elif detector == "grounding-dino":
         check_pretrained_folder(
-            recipe.weights,
+            weights,
             "Grounding DINO",
             GROUNDING_DINO_TYPES,
             (MODEL_CONFIG, WEIGHTS, PROCESSOR, TOKENIZER),
         )
-    elif recipe.detector == "class":
-        _check_class_file(recipe.weights)
-    if recipe.tracker == "sam2" and recipe.sam2:
-        check_pretrained_folder(
-            recipe.sam2, "SAM2", ("sam2",), (MODEL_CONFIG, WEIGHTS, SAM2_PROCESSOR)
-        )
+    elif detector == "class":
+        _check_class_file(weights)
+    if sam2:
+        check_pretrained_folder(sam2, "SAM2", ("sam2",), (MODEL_CONFIG, WEIGHTS, SAM2_PROCESSOR))
 
 
 def _check_class_file(target: str) -> None:

@@ -3,7 +3,7 @@
 :func:`build_detector` only constructs; torch, ultralytics and transformers are imported
 in ``load(device)``, inside the worker, so importing this module stays cheap. Every
 detector takes (N, H, W, 3) uint8 RGB frames and returns one validated
-:class:`~vidshard.detect.types.Detections` per frame, boxes in that frame's pixels.
+:class:`~vidshard.detection.types.Detections` per frame, boxes in that frame's pixels.
 
 Options apply the same way to all three: ``conf`` is the minimum score, ``classes``
 keeps only the named classes (names, case-insensitive, or class ids written as text).
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from vidshard.detect.pipeline import Detector, DetectorOptions, DetectRecipe
-from vidshard.detect.types import Detections
-from vidshard.errors import ModelError, VidshardError
+from vidshard.detection.base import DETECTORS, Detector, DetectorOptions
+from vidshard.detection.types import Detections
+from vidshard.errors import ConfigError, ModelError, VidshardError
 from vidshard.models.classical import check_batch
 from vidshard.models.custom import canonical_target, import_object
 from vidshard.models.detect_files import GROUNDING_DINO_TYPES, is_shipped_config_name
@@ -47,14 +47,18 @@ logger = logging.getLogger(__name__)
 YOLO_SUFFIXES = (".pt", ".onnx", ".engine", ".torchscript", ".yaml", ".yml")
 
 
-def build_detector(recipe: DetectRecipe) -> Detector:
-    """The unloaded detector ``recipe`` names; call ``load(device)`` next."""
-    recipe.validate_options()
-    if recipe.detector == "yolo":
-        return YoloDetector(recipe.weights, recipe.options)
-    if recipe.detector == "grounding-dino":
-        return GroundingDinoDetector(recipe.weights, recipe.options)
-    return ClassDetector(recipe.weights, recipe.options)
+def build_detector(kind: str, weights: str, options: DetectorOptions | None = None) -> Detector:
+    """The unloaded detector of ``kind`` (one of :data:`~vidshard.detection.base.DETECTORS`)
+    on ``weights``; call ``load(device)`` next. A recipe checks its options first
+    (:meth:`~vidshard.detection.pipeline.DetectRecipe.build`)."""
+    options = options or DetectorOptions()
+    if kind == "yolo":
+        return YoloDetector(weights, options)
+    if kind == "grounding-dino":
+        return GroundingDinoDetector(weights, options)
+    if kind == "class":
+        return ClassDetector(weights, options)
+    raise ConfigError(f"detector: expected one of {', '.join(DETECTORS)}, got {kind!r}")
 
 
 # -- shared helpers --------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Trackers: ByteTrack over detections, SAM2 mask propagation between detection frames.
 
-:func:`build_tracker` constructs the one a :class:`~vidshard.detect.pipeline.DetectRecipe`
-names; nothing heavy is imported until :meth:`load` (ultralytics for ByteTrack,
-transformers for SAM2), so importing this module never imports torch.
+:func:`build_tracker` constructs one by name (a
+:class:`~vidshard.detection.pipeline.DetectRecipe` calls it); nothing heavy is imported
+until :meth:`load` (ultralytics for ByteTrack, transformers for SAM2), so importing this
+module never imports torch.
 
 Both trackers take an optional ``set_fps(fps)``: the engine may call it (check with
 ``hasattr``) so that "how long a lost object is remembered" is in seconds of video, not
@@ -16,19 +17,18 @@ import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from vidshard.detect.geometry import box_iou
-from vidshard.detect.types import Detections
+from vidshard.detection.base import Tracker
+from vidshard.detection.geometry import box_iou
+from vidshard.detection.types import Detections
 from vidshard.errors import ConfigError, ModelError
 
 from .sam2 import TransformersSam2Propagator
-
-if TYPE_CHECKING:
-    from vidshard.detect.pipeline import DetectRecipe, Tracker
+from .ultralytics_env import import_yolo
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +163,6 @@ class ByteTracker:
 
     def load(self, device: str) -> None:
         """Import Ultralytics' tracker; ByteTrack runs on the CPU whatever ``device`` is."""
-        from vidshard.models.detectors import import_yolo
-
         import_yolo()  # ultralytics imported offline, its settings out of the user's home
         try:
             from ultralytics.trackers.byte_tracker import BYTETracker
@@ -446,18 +444,20 @@ class Sam2Tracker:
         )
 
 
-def build_tracker(recipe: DetectRecipe) -> Tracker:
-    """The tracker ``recipe.tracker`` names, constructed (call ``load`` on the device)."""
-    if recipe.tracker == "bytetrack":
+def build_tracker(
+    kind: str, sam2: str | None = None, *, half: bool = False, masks: bool = False
+) -> Tracker:
+    """The tracker ``kind`` names (``bytetrack``, or ``sam2`` on the ``sam2`` model folder,
+    fp16 with ``half``, keeping masks with ``masks``), constructed: call ``load`` on the
+    device next."""
+    if kind == "bytetrack":
         return ByteTracker()
-    if recipe.tracker == "sam2":
-        if not recipe.sam2:
+    if kind == "sam2":
+        if not sam2:
             raise ConfigError("--tracker sam2 needs --sam2 MODEL_DIR")
         settings = Sam2Settings()
         propagator = TransformersSam2Propagator(
-            recipe.sam2,
-            half=recipe.options.half,
-            max_conditioning_frames=settings.max_conditioning_frames,
+            sam2, half=half, max_conditioning_frames=settings.max_conditioning_frames
         )
-        return Sam2Tracker(propagator, masks=recipe.masks, settings=settings)
-    raise ConfigError(f"--tracker: expected bytetrack or sam2, got {recipe.tracker!r}")
+        return Sam2Tracker(propagator, masks=masks, settings=settings)
+    raise ConfigError(f"--tracker: expected bytetrack or sam2, got {kind!r}")

@@ -1,22 +1,13 @@
 """What a job may use, checked: model files only from ``model_dirs`` (a model file is
-code), detect recipes with their files. URL inputs are downloaded by :mod:`.download`."""
+code), for every task through :class:`ServedModels`. URL inputs: :mod:`.download`."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
-from vidshard.detect.pipeline import DetectorOptions, DetectRecipe, detector_kind
-from vidshard.errors import InputError, ModelError
-from vidshard.models.detect_files import is_shipped_config_name
-from vidshard.models.registry import (
-    ModelRef,
-    default_registry,
-    names_a_file,
-    resolve_model,
-    unknown_model_message,
-)
+from vidshard.errors import InputError
+from vidshard.tasks.options import Naming
 
 from . import security
 from .settings import ServiceSettings
@@ -24,18 +15,6 @@ from .settings import ServiceSettings
 
 class TooLarge(InputError):
     """A body or download is over its size limit (HTTP 413)."""
-
-
-def check_model(settings: ServiceSettings, name: str, scale: int | None) -> ModelRef:
-    """A built-in or plug-in model, or a model file inside ``model_dirs``.
-
-    A name that is neither registered nor file-like is a typo: 422 with the names there
-    are and the closest one, not the 403 a file outside ``model_dirs`` gets."""
-    if default_registry().get(name) is None:
-        if not names_a_file(name):
-            raise ModelError(f"params.model: {unknown_model_message(name)}")
-        name = model_file(settings, name)
-    return resolve_model(name, scale=scale)
 
 
 def model_file(settings: ServiceSettings, name: str, field: str = "params.model") -> str:
@@ -58,36 +37,17 @@ def model_file(settings: ServiceSettings, name: str, field: str = "params.model"
     return str(real) + (name[len(file_part) :] if file_part != name else "")
 
 
-def detect_model(settings: ServiceSettings, name: str) -> str:
-    """A detector from ``model_dirs``, or one of the model configs Ultralytics ships
-    (``yolo11n.yaml``: random weights, nothing read from the server's disk) when no file
-    of that name is in ``model_dirs``."""
-    if is_shipped_config_name(name) and not any((d / name).exists() for d in settings.model_dirs):
-        return name
-    return model_file(settings, name)
+class ServedModels:
+    """The service's rule for a job's model files (:class:`vidshard.tasks.ModelAccess`):
+    only from ``model_dirs``, as real paths (a model file can run code)."""
 
+    naming: Naming = "http"
 
-def detect_recipe(settings: ServiceSettings, task: str, params: dict[str, Any]) -> DetectRecipe:
-    """The detect pipeline a ``detect`` or ``track`` job runs, its files checked."""
-    model = detect_model(settings, params["model"])
-    sam2 = model_file(settings, params["sam2"], "params.sam2") if params.get("sam2") else None
-    tracking = task == "track"
-    recipe = DetectRecipe(
-        detector=detector_kind(model),
-        weights=model,
-        options=DetectorOptions(
-            conf=params["conf"],
-            iou=params["iou"],
-            classes=tuple(params["classes"]) if params.get("classes") else None,
-            imgsz=params["imgsz"],
-            half=params["half"],
-            batch_size=params["batch_size"],
-            prompt=params.get("prompt"),
-        ),
-        tracker=params["tracker"] if tracking else "none",
-        sam2=sam2 if tracking else None,
-        detection_frequency=params["detection_frequency"] if tracking else 1,
-        masks=bool(params["masks"]) if tracking else False,
-    )
-    recipe.validate()
-    return recipe
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+
+    def file(self, name: str, field: str) -> str:
+        return model_file(self.settings, name, f"params.{field}")
+
+    def exists(self, name: str) -> bool:
+        return any((folder / name).exists() for folder in self.settings.model_dirs)

@@ -2,8 +2,9 @@
 
 Jobs live in the store; this process keeps only what is running. A dispatcher thread
 starts queued jobs (priority, then submission order) while fewer than
-``max_running_jobs`` run; each runs ``run_upscale`` on a handle of the one shared pool,
-so concurrent jobs share the slots unit by unit. A job left ``running`` by a stopped or
+``max_running_jobs`` run; each runs its task (the registered task its record names,
+:func:`vidshard.tasks.run_task`) on a handle of the one shared pool, so concurrent jobs
+share the slots unit by unit. A job left ``running`` by a stopped or
 killed server is queued again at the next start and resumes from its work dir's manifest.
 """
 
@@ -21,20 +22,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vidshard.detect.pipeline import DetectRecipe
 from vidshard.devices import discover_devices, parse_device_spec
 from vidshard.devices.monitor import DeviceMonitor
 from vidshard.devices.types import DeviceStatus
-from vidshard.engine.detect import DetectOptions, run_detect
 from vidshard.engine.progress import ProgressSnapshot
-from vidshard.engine.upscale import UpscaleOptions, run_upscale
 from vidshard.errors import Cancelled, InputError, ModelError, OutputError, VidshardError
-from vidshard.executors.base import Executor
+from vidshard.executors.base import Executor, Recipe
 from vidshard.executors.local import LocalExecutor
 from vidshard.executors.slot import SlotState
 from vidshard.media import probe
 from vidshard.media.source import FileIdentity, file_identity
-from vidshard.models.registry import ModelRef
+from vidshard.tasks import TaskRegistry, default_tasks, run_task
+from vidshard.tasks.options import options_from_request, stored_params
 
 from . import security
 from .auth import (
@@ -47,9 +46,9 @@ from .auth import (
     write_upload_owner,
 )
 from .download import DownloadPolicy, download
-from .inputs import TooLarge, check_model, detect_recipe
+from .inputs import ServedModels, TooLarge
 from .lock import DataDirLock
-from .schemas import TRACK_ONLY, JobRequest
+from .schemas import JobRequest
 from .settings import ServiceSettings
 from .store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobRecord, JobStore
 from .store_errors import StoreUnavailable
@@ -60,7 +59,6 @@ logger = logging.getLogger(__name__)
 PERSIST_INTERVAL_S = 1.0  # progress written to the store at most this often
 JANITOR_INTERVAL_S = 30.0
 READINGS_TTL_S = 1.0  # device readings are cached this long (monitoring is not free)
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")
 DOWNLOADS_FOLDER = ".input"  # in a job's output folder: hidden, so no output name meets it
 
 
@@ -93,6 +91,7 @@ class LiveJob:
     eta_s: float | None
     frames_done: int
     frames_total: int | None
+    unit: str = "frames"  # what frames_done counts: the task's progress unit
 
     @property
     def progress(self) -> float:
@@ -112,8 +111,11 @@ class JobService:
         *,
         pool: LocalExecutor | None = None,
         monitor: DeviceMonitor | None = None,
+        tasks: TaskRegistry | None = None,
     ) -> None:
         self.settings = settings
+        self.tasks: TaskRegistry = tasks if tasks is not None else default_tasks()
+        self.models = ServedModels(settings)
         self.store = JobStore(settings.db_url)
         self.store_watch = StoreWatch(self.store)
         self.data_dir_lock = DataDirLock(settings.data_dir)
@@ -210,19 +212,12 @@ class JobService:
         job_id = uuid.uuid4().hex
         source, kind, identity = self._input_of(request, principal)
         source_name = Path(source.split("?", 1)[0].rsplit("/", 1)[-1] if kind == "url" else source)
-        if request.task == "upscale":
-            params = request.upscale_params.model_dump()
-            params["model"] = params["model"] or self.settings.default_model
-            model = check_model(self.settings, params["model"], params["scale"])
-            default_name = _default_output_name(source_name, model.spec.scale)
-            suffixes: tuple[str, ...] = VIDEO_SUFFIXES
-        else:
-            params = request.detect_params.model_dump()
-            if request.task == "detect":
-                params = {k: v for k, v in params.items() if k not in TRACK_ONLY}
-            detect_recipe(self.settings, request.task, params)  # refused now if it cannot work
-            default_name = f"{source_name.stem or 'output'}.jsonl"
-            suffixes = (".jsonl",)
+        task = self.tasks.get(request.task)
+        others = {t.name: t.options_type for t in self.tasks if t is not task}
+        options = options_from_request(task.options_type, request.params, self.settings, others)
+        prepared = task.check(options, self.models)  # refused now if it cannot work
+        default_name = task.output_name(source_name, options, prepared)
+        suffixes = task.output_suffixes
         if kind != "url":
             _probe_input(source, kind, identity)  # not a video: refused now, not in an hour
         if request.output_name is not None:
@@ -238,7 +233,7 @@ class JobService:
             input_kind=kind,
             input_identity=identity.to_dict() if identity is not None else None,
             priority=request.priority,
-            params=params,
+            params=stored_params(options),
             output_path=str(output),
             idempotency_key=idempotency_key,
             owner=job_owner(principal),
@@ -318,6 +313,7 @@ class JobService:
         with self._lock:
             running = self._running.get(record.id)
             snapshot = running.snapshot if running is not None else None
+        unit = self.tasks.get(record.task).progress_unit if record.task in self.tasks else "frames"
         if record.state == RUNNING and snapshot is not None:
             return LiveJob(
                 record,
@@ -326,8 +322,9 @@ class JobService:
                 snapshot.eta_s,
                 snapshot.frames_done,
                 snapshot.frames_total,
+                unit,
             )
-        return LiveJob(record, position, None, None, record.frames_done, record.frames_total)
+        return LiveJob(record, position, None, None, record.frames_done, record.frames_total, unit)
 
     def result_path(
         self, job_id: str, name: str | None = None, principal: Principal = ANONYMOUS
@@ -481,34 +478,33 @@ class JobService:
                 if record.input_kind == "url"
                 else Path(record.input_path)
             )
-            params = dict(record.params)
             identity = self._source_identity(record)
-            if record.task != "upscale":
-                self._run_detect(running, source, output, identity)
-                return
-            options = UpscaleOptions(
-                **{k: v for k, v in params.items() if k in _OPTION_NAMES}, resume=True
-            )
+            task = self.tasks.get(record.task)
+            options = options_from_request(task.options_type, record.params, self.settings)
 
-            def executor(model: ModelRef) -> Executor:
+            def executor(recipe: Recipe) -> Executor:
                 if running.cancel.is_set():
                     raise Cancelled(f"job {job_id} was cancelled")
-                return self.pool.job(job_id, model, record.priority)
+                return self.pool.job(job_id, recipe, record.priority)
 
-            model = check_model(self.settings, params["model"], params.get("scale"))
-            options = _with_model(options, model)
-            result = run_upscale(
-                source,
+            output.unlink(missing_ok=True)  # a rerun after a restart writes its output anew
+            result = run_task(
+                task,
+                [source],
                 output,
                 options,
+                executor_for=executor,
+                identities={str(source): identity} if identity is not None else None,
+                models=self.models,
                 on_progress=lambda snap: self._progress(running, snap),
-                executor=executor,
-                source_identity=identity,
             )
             if running.cancel.is_set():  # cancelled while the output was being joined
                 raise Cancelled(f"job {job_id} was cancelled")
+            outcome = task.outcome(result)
+            if outcome.error is not None:  # the run finished, but what it was asked failed
+                raise InputError(outcome.error)
             self.store_watch.finish(
-                job_id, SUCCEEDED, frames_done=result.frames, frames_total=result.frames
+                job_id, SUCCEEDED, frames_done=outcome.frames, frames_total=outcome.frames
             )
         except BaseException as exc:
             self._finish_failed(running, output, exc)
@@ -518,41 +514,6 @@ class JobService:
                 self._running.pop(job_id, None)
             self.finished_jobs += 1
             self._wake.set()
-
-    def _run_detect(
-        self, running: _Running, source: Path, output: Path, identity: FileIdentity | None
-    ) -> None:
-        record = running.record
-        params = record.params
-        recipe = detect_recipe(self.settings, record.task, params)
-
-        def executor(recipe: DetectRecipe) -> Executor:
-            if running.cancel.is_set():
-                raise Cancelled(f"job {record.id} was cancelled")
-            return self.pool.job(record.id, recipe, record.priority)
-
-        output.unlink(missing_ok=True)  # a rerun after a restart starts the file over
-        result = run_detect(
-            [source],
-            output,
-            recipe,
-            DetectOptions(
-                sample_fps=params.get("fps"),
-                max_frames=params.get("max_frames"),
-                overlap_frames=params.get("overlap_frames", 8),
-                annotate_dir=output.parent if params.get("annotate") else None,
-            ),
-            on_progress=lambda snap: self._progress(running, snap),
-            executor=executor,
-            source_identities={str(source): identity} if identity is not None else None,
-        )
-        if running.cancel.is_set():
-            raise Cancelled(f"job {record.id} was cancelled")
-        if result.failed:
-            raise InputError(result.failed[0].error or "the video failed")
-        self.store_watch.finish(
-            record.id, SUCCEEDED, frames_done=result.frames, frames_total=result.frames
-        )
 
     def _finish_failed(self, running: _Running, output: Path, exc: BaseException) -> None:
         job_id = running.record.id
@@ -607,17 +568,6 @@ class JobService:
         return removed
 
 
-_OPTION_NAMES = frozenset(UpscaleOptions.__dataclass_fields__) - {"devices", "executor"}
-
-
-def _with_model(options: UpscaleOptions, model: ModelRef) -> UpscaleOptions:
-    """The options with the model as ``check_model`` resolved it (an absolute path)."""
-    from dataclasses import replace
-
-    target = model.target if model.kind != "registered" else options.model
-    return replace(options, model=target)
-
-
 def _probe_input(source: str, kind: str, identity: FileIdentity | None) -> None:
     """Probe an input at submit; an upload's problem names the upload, not the server path
     it was stored at (the client knows its file by name)."""
@@ -627,12 +577,6 @@ def _probe_input(source: str, kind: str, identity: FileIdentity | None) -> None:
         if kind == "upload":
             exc.args = (str(exc).replace(source, f"upload {Path(source).name}"),)
         raise
-
-
-def _default_output_name(source: Path, scale: int) -> str:
-    suffix = source.suffix.lower() if source.suffix.lower() in VIDEO_SUFFIXES else ".mp4"
-    stem = source.stem if source.suffix else "output"
-    return f"{stem}-x{scale}{suffix}"
 
 
 def _last_progress(running: _Running) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import pytest
 from rich.console import Console
@@ -43,3 +44,23 @@ def test_a_lower_count_from_the_server_does_not_move_the_bar_back() -> None:
 def test_a_finished_job() -> None:
     line = final_line(80, job("running", 10, 40, 9.0, fps=3.0), job("succeeded", 40, 40))
     assert "40/40 frames" in line and "eta 0:00" in line
+
+
+@dataclass(frozen=True)
+class Polled:
+    """Not a client Job: the bar reads only the fields of JobProgress."""
+
+    state: str
+    frames_done: int
+    frames_total: int | None
+    queue_position: int | None = None
+    fps: float | None = None
+    eta_s: float | None = None
+    done: bool = False
+
+
+def test_the_bar_takes_any_job_progress_not_only_the_clients_job() -> None:
+    line = final_line(80, Polled("queued", 0, None, queue_position=3))
+    assert line.startswith("job 01234567 queued (#3)")
+    line = final_line(80, Polled("running", 5, 50, fps=2.0, eta_s=22.0))
+    assert "5/50 frames" in line and "eta 0:22" in line

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vidshard.detect.geometry import box_area, box_iou
+from vidshard.detection.geometry import box_area, box_iou
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vidshard.detect import jsonl
-from vidshard.detect.jsonl import (
+from vidshard.detection import jsonl
+from vidshard.detection.jsonl import (
     JsonlSink,
     done_paths,
     frame_record,
@@ -25,8 +25,8 @@ from vidshard.detect.jsonl import (
     validate_record,
     video_record,
 )
-from vidshard.detect.rle import rle_to_mask
-from vidshard.detect.types import Detections
+from vidshard.detection.rle import rle_to_mask
+from vidshard.detection.types import Detections
 from vidshard.errors import OutputError
 
 INFO = {"width": 64, "height": 48, "fps": 25.0, "frames": 3, "duration": 0.12}
@@ -405,7 +405,7 @@ def test_read_done_and_done_paths(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     with out.open("ab") as f:
         f.write(b'{"not": "a record"}\n')  # a valid JSON line that is not a record
         f.write(jsonl.encode_record(good_record("e.mp4"))[:-40])  # torn last line
-    with caplog.at_level(logging.DEBUG, logger="vidshard.detect.jsonl"):
+    with caplog.at_level(logging.DEBUG, logger="vidshard.detection.jsonl"):
         done = read_done(out)
     # the bad middle line is reported; the torn last one (a crash) only at debug level
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]

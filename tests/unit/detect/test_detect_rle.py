@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vidshard.detect.rle import mask_to_rle, rle_to_mask, validate_rle
+from vidshard.detection.rle import mask_to_rle, rle_to_mask, validate_rle
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from vidshard.detect.geometry import box_iou
-from vidshard.detect.stitch import SegmentTracks, stitch_segments
-from vidshard.detect.types import Detections
+from vidshard.detection.geometry import box_iou
+from vidshard.detection.stitch import SegmentTracks, stitch_segments
+from vidshard.detection.types import Detections
 
 SIZE = 40.0
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vidshard.detect.types import Detections
+from vidshard.detection.types import Detections
 from vidshard.errors import ModelError
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vidshard.detect.pipeline import DetectRecipe
+from vidshard.detection.pipeline import DetectRecipe
 from vidshard.engine.detect import DetectOptions, run_detect
 from vidshard.engine.upscale import UpscaleOptions, _WorkDir, run_upscale
 from vidshard.errors import OutputError

@@ -40,7 +40,7 @@ from colour_chart import (
     player_patches,
     write_chart,
 )
-from vidshard.detect.annotate import EMPTY
+from vidshard.detection.annotate import EMPTY
 from vidshard.engine.track import run_annotate
 from vidshard.engine.units import AnnotateUnit
 from vidshard.media import EncodeSettings, probe, probe_to_dict, read_frames

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from detect_fixtures import session_tiny_grounding_dino, session_tiny_yolo
-from vidshard.detect.pipeline import DetectorOptions, DetectRecipe, detector_kind
+from vidshard.detection.pipeline import DetectorOptions, DetectRecipe, detector_kind
 from vidshard.errors import ModelError
 from vidshard.models.detect_files import uses_random_weights, weights_argument
 from vidshard.models.detectors import YoloDetector, import_yolo
@@ -99,7 +99,7 @@ def test_files_that_are_not_models(name: str, write, needle: str, tmp_path: Path
 
 def test_a_real_checkpoint_passes(yolo_file: Path) -> None:
     yolo(yolo_file).validate()
-    assert not uses_random_weights(yolo(yolo_file))
+    assert not uses_random_weights("yolo", str(yolo_file))
 
 
 # -- YOLO model configs ----------------------------------------------------------------
@@ -121,7 +121,7 @@ def test_configs_ultralytics_ships_work_by_name(
     assert detector_kind(name) == "yolo"
     assert weights_argument(name, "yolo") == name  # kept bare: the name gives the scale
     yolo(name).validate()
-    assert uses_random_weights(yolo(name))
+    assert uses_random_weights("yolo", name)
 
 
 @pytest.mark.parametrize(

@@ -23,8 +23,8 @@ from detect_fixtures import (
     session_tiny_grounding_dino,
     session_tiny_yolo,
 )
-from vidshard.detect.pipeline import DetectorOptions, DetectRecipe
-from vidshard.detect.types import Detections
+from vidshard.detection.pipeline import DetectorOptions, DetectRecipe
+from vidshard.detection.types import Detections
 from vidshard.errors import ConfigError, ModelError
 from vidshard.models.detectors import (
     ClassDetector,
@@ -79,13 +79,22 @@ def assert_valid(dets: Detections, names: set[str]) -> None:
     ],
 )
 def test_build_detector_picks_the_class_and_loads_nothing(recipe: DetectRecipe, kind: type) -> None:
-    detector = build_detector(recipe)  # no file is read: m.pt and gd do not exist
+    # no file is read: m.pt and gd do not exist
+    detector = build_detector(recipe.detector, recipe.weights, recipe.options)
     assert isinstance(detector, kind)
+    assert detector.options is recipe.options
 
 
-def test_build_detector_validates_the_recipe() -> None:
+def test_build_detector_refuses_an_unknown_kind() -> None:
+    with pytest.raises(
+        ConfigError, match=r"expected one of yolo, grounding-dino, class, got 'rtdetr'"
+    ):
+        build_detector("rtdetr", "m.pt")
+
+
+def test_the_recipe_validates_before_building() -> None:
     with pytest.raises(ConfigError, match="prompt"):
-        build_detector(DetectRecipe("grounding-dino", "gd"))
+        DetectRecipe("grounding-dino", "gd").build()
 
 
 def test_importing_the_module_imports_no_framework() -> None:
@@ -438,7 +447,7 @@ def test_grounding_dino_half_is_ignored_on_cpu(gd_folder: Path) -> None:
 
 USER_MODULE = """
 import numpy as np
-from vidshard.detect.types import Detections
+from vidshard.detection.types import Detections
 
 BOXES = np.array([[0, 0, 10, 10], [5, 5, 20, 20], [1, 1, 2, 2]], dtype=np.float32)
 
@@ -504,7 +513,7 @@ def user_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_class_detector_filters_like_the_others(
     user_file: Path, options: DetectorOptions, scores: list[float]
 ) -> None:
-    detector = build_detector(DetectRecipe("class", f"{user_file}:Fixed", options))
+    detector = build_detector("class", f"{user_file}:Fixed", options)
     detector.load("cpu")
     results = detector.detect(colour_frames(2, H, W))
     assert len(results) == 2

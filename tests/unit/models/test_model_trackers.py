@@ -27,8 +27,8 @@ from track_fixtures import (
     detections,
     linear_tracks,
 )
-from vidshard.detect.pipeline import DetectorOptions, DetectPipeline, DetectRecipe
-from vidshard.detect.types import Detections
+from vidshard.detection.pipeline import DetectorOptions, DetectPipeline, DetectRecipe
+from vidshard.detection.types import Detections
 from vidshard.errors import ConfigError, ModelError
 from vidshard.models.trackers import (
     ByteTracker,
@@ -366,12 +366,11 @@ def test_sam2_in_the_pipeline_gets_detections_every_nth_frame() -> None:
     ],
 )
 def test_build_tracker(name: str, kw: dict[str, object], expected: type) -> None:
-    r = recipe(name, **kw)
     if issubclass(expected, Exception):
         with pytest.raises(expected):
-            build_tracker(r)
+            build_tracker(name, **kw)
         return
-    tracker = build_tracker(r)
+    tracker = build_tracker(name, **kw)
     assert isinstance(tracker, expected)
     assert tracker.needs_detections_every_frame is (name == "bytetrack")
     if isinstance(tracker, Sam2Tracker):
@@ -402,7 +401,7 @@ def test_sam2_real_model_end_to_end(tiny_sam2: Path, masks: bool) -> None:
     movers = (Mover((5, 5, 25, 25), (1.0, 0.5)), Mover((35, 20, 60, 44), (-1.0, 0.0)))
     detector = ListDetector(linear_tracks(movers, 8))
     r = recipe("sam2", sam2=str(tiny_sam2), detection_frequency=3, masks=masks)
-    pipeline = DetectPipeline(detector, build_tracker(r), r)
+    pipeline = DetectPipeline(detector, build_tracker("sam2", str(tiny_sam2), masks=masks), r)
     pipeline.load("cpu")
     results = list(pipeline.run(numbered_frames(8, hw)))
     assert [i for i, _ in results] == list(range(8)) and detector.seen == [0, 3, 6]

@@ -23,7 +23,7 @@ from vidshard.errors import InputError
 from ..auth import Principal
 from ..jobs import JobService, LiveJob, NotFound
 from ..redact import Viewer
-from ..schemas import JobRequest, UpscaleParams
+from ..schemas import JobRequest
 from ..store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
 from .deps import Service, Viewing, require_key
 from .jobs import media_type
@@ -128,9 +128,11 @@ def process_video(
             f"video_path: expected a file path on the server, got {body.video_path!r} "
             "(streams are not supported; for a download use POST /v1/jobs with input_url)"
         )
+    params = {"model": body.model, "scale": body.scale, "down_sample": body.down_sample}
     request = JobRequest(
+        task="upscale",
         input=body.video_path,
-        params=UpscaleParams(model=body.model, scale=body.scale, down_sample=body.down_sample),
+        params={name: value for name, value in params.items() if value is not None},
         priority=body.priority,
     )
     live, created = _submit(service, request, idempotency_key, viewer.principal)
@@ -201,12 +203,12 @@ class VideoSubmitRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task: Literal["upscale"] = "upscale"
+    task: str = Field("upscale", min_length=1, max_length=128, description="a vidshard task")
     video_path: str | None = Field(None, min_length=1, max_length=4096, description="server path")
     input: str | None = Field(None, min_length=1, max_length=4096, description="server path")
     upload_id: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
     input_url: str | None = Field(None, min_length=1, max_length=4096)
-    params: UpscaleParams = Field(default_factory=UpscaleParams)
+    params: dict[str, Any] = Field(default_factory=dict, description="the task's options")
     priority: int = Field(0, ge=-100, le=100, description="higher runs first")
     output_name: str | None = Field(None, min_length=1, max_length=200)
 

@@ -57,6 +57,7 @@ def job_view(live: LiveJob, viewer: Viewer) -> JobView:
         progress=round(live.progress, 4),
         frames_done=live.frames_done,
         frames_total=live.frames_total,
+        progress_unit=live.unit,
         fps=round(live.fps, 2) if live.fps is not None else None,
         queue_position=live.queue_position,
         eta_s=round(live.eta_s, 1) if live.eta_s is not None else None,

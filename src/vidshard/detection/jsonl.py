@@ -53,8 +53,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from vidshard.detect.rle import mask_to_rle, validate_rle
-from vidshard.detect.types import Detections
+from vidshard.detection.rle import mask_to_rle, validate_rle
+from vidshard.detection.types import Detections
 from vidshard.errors import OutputError, write_failure
 
 logger = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vidshard.detect.geometry import box_iou
-from vidshard.detect.types import Detections
+from vidshard.detection.geometry import box_iou
+from vidshard.detection.types import Detections
 
 
 @dataclass(frozen=True)
