@@ -16,7 +16,8 @@ from vidshard import __version__
 from vidshard.errors import VidshardError
 
 from .auth import KeyRing
-from .jobs import JobService, error_status
+from .errors import error_status
+from .jobs import JobService
 from .middleware import BodyLimit, KeyGate
 from .redact import PathRedactor
 from .routers import compat, dashboard, docs, jobs, system

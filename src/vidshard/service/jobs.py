@@ -26,12 +26,10 @@ from vidshard.devices import discover_devices, parse_device_spec
 from vidshard.devices.monitor import DeviceMonitor
 from vidshard.devices.types import DeviceStatus
 from vidshard.engine.progress import ProgressSnapshot
-from vidshard.errors import Cancelled, InputError, ModelError, OutputError, VidshardError
+from vidshard.errors import Cancelled, InputError, VidshardError
 from vidshard.executors.base import Executor, Recipe
 from vidshard.executors.local import LocalExecutor
 from vidshard.executors.slot import SlotState
-from vidshard.media import probe
-from vidshard.media.source import FileIdentity, file_identity
 from vidshard.tasks import TaskRegistry, default_tasks, run_task
 from vidshard.tasks.options import options_from_request, stored_params
 
@@ -42,11 +40,11 @@ from .auth import (
     job_owner,
     list_owner,
     scoped_idempotency_key,
-    upload_owner,
-    write_upload_owner,
 )
 from .download import DownloadPolicy, download
-from .inputs import ServedModels, TooLarge
+from .errors import Conflict, NotFound, clipped
+from .inputs import ServedModels
+from .job_inputs import JobInputs, probe_input
 from .lock import DataDirLock
 from .schemas import JobRequest
 from .settings import ServiceSettings
@@ -60,14 +58,6 @@ PERSIST_INTERVAL_S = 1.0  # progress written to the store at most this often
 JANITOR_INTERVAL_S = 30.0
 READINGS_TTL_S = 1.0  # device readings are cached this long (monitoring is not free)
 DOWNLOADS_FOLDER = ".input"  # in a job's output folder: hidden, so no output name meets it
-
-
-class NotFound(VidshardError):
-    """No such job or upload (HTTP 404)."""
-
-
-class Conflict(VidshardError):
-    """The request does not fit the job's state (HTTP 409)."""
 
 
 @dataclass
@@ -116,6 +106,7 @@ class JobService:
         self.settings = settings
         self.tasks: TaskRegistry = tasks if tasks is not None else default_tasks()
         self.models = ServedModels(settings)
+        self.inputs = JobInputs(settings)
         self.store = JobStore(settings.db_url)
         self.store_watch = StoreWatch(self.store)
         self.data_dir_lock = DataDirLock(settings.data_dir)
@@ -194,6 +185,13 @@ class JobService:
     def uploads_dir(self) -> Path:
         return self.settings.uploads_dir
 
+    def new_upload(self, filename: str, principal: Principal = ANONYMOUS) -> tuple[str, Path]:
+        """A fresh upload id, owned by ``principal``, and the path its bytes go to."""
+        return self.inputs.new_upload(filename, principal)
+
+    def upload_path(self, upload_id: str, principal: Principal = ANONYMOUS) -> Path:
+        return self.inputs.upload_path(upload_id, principal)
+
     # --- submit ------------------------------------------------------------------------
 
     def submit(
@@ -210,7 +208,7 @@ class JobService:
             if existing is not None:
                 return existing, False
         job_id = uuid.uuid4().hex
-        source, kind, identity = self._input_of(request, principal)
+        source, kind, identity = self.inputs.of(request, principal)
         source_name = Path(source.split("?", 1)[0].rsplit("/", 1)[-1] if kind == "url" else source)
         task = self.tasks.get(request.task)
         others = {t.name: t.options_type for t in self.tasks if t is not task}
@@ -219,7 +217,7 @@ class JobService:
         default_name = task.output_name(source_name, options, prepared)
         suffixes = task.output_suffixes
         if kind != "url":
-            _probe_input(source, kind, identity)  # not a video: refused now, not in an hour
+            probe_input(source, kind, identity)  # not a video: refused now, not in an hour
         if request.output_name is not None:
             name = security.check_output_name(request.output_name, suffixes)
         else:
@@ -243,58 +241,13 @@ class JobService:
             self._wake.set()
         return stored, created
 
-    def _input_of(
-        self, request: JobRequest, principal: Principal
-    ) -> tuple[str, str, FileIdentity | None]:
-        """(the input as stored: a real path, or a URL; its kind; the file's identity)."""
-        if request.input is not None:
-            path, identity = security.check_input_file(request.input, self.settings.input_roots)
-            return str(path), "path", identity
-        if request.upload_id is not None:
-            path = self.upload_path(request.upload_id, principal)
-            return str(path), "upload", file_identity(path)
-        assert request.input_url is not None
-        url = DownloadPolicy.of(self.settings).check(request.input_url)
-        return url, "url", None
-
-    def _source_identity(self, record: JobRecord) -> FileIdentity | None:
-        """At run time: a path input still inside the input roots, and the identity it had
-        at submit, which every open of the job compares (a swapped file is refused)."""
-        if record.input_kind == "path":
-            security.resolve_input_path(record.input_path, self.settings.input_roots)
-        if record.input_identity is None:  # a URL input, or a job stored before identities
-            return None
-        return FileIdentity.from_dict(record.input_identity)
-
-    # --- uploads -----------------------------------------------------------------------
-
-    def new_upload(self, filename: str, principal: Principal = ANONYMOUS) -> tuple[str, Path]:
-        """A fresh upload id, owned by ``principal``, and the path its bytes go to."""
-        upload_id = uuid.uuid4().hex
-        folder = self.uploads_dir / upload_id
-        folder.mkdir(parents=True)
-        write_upload_owner(folder, principal)
-        return upload_id, folder / security.safe_filename(filename, "upload.mp4")
-
-    def upload_path(self, upload_id: str, principal: Principal = ANONYMOUS) -> Path:
-        """The file of an upload ``principal`` may use (another key's is not found)."""
-        folder = self.uploads_dir / upload_id
-        files = (
-            [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-            if folder.is_dir()
-            else []
-        )
-        if len(files) != 1 or not principal.owns(upload_owner(folder)):
-            raise NotFound(f"no upload {_clipped(upload_id)}")
-        return files[0]
-
     # --- reading -----------------------------------------------------------------------
 
     def get(self, job_id: str, principal: Principal = ANONYMOUS) -> LiveJob:
         """A job ``principal`` may see: another key's job is not found (404, not 403)."""
         found = self.store.get_with_position(job_id)
         if found is None or not principal.owns(found[0].owner):
-            raise NotFound(f"no job {_clipped(job_id)}")
+            raise NotFound(f"no job {clipped(job_id)}")
         return self._live(*found)
 
     def list_jobs(
@@ -352,7 +305,7 @@ class JobService:
         a quarter of a second while it downloads its URL input."""
         record = self.store.get(job_id)
         if record is None or not principal.owns(record.owner):
-            raise NotFound(f"no job {_clipped(job_id)}")
+            raise NotFound(f"no job {clipped(job_id)}")
         if record.is_final:
             raise Conflict(f"job {job_id} already {record.state}")
         if self.store.transition(job_id, [QUEUED], CANCELLED, cancel_requested=True):
@@ -478,7 +431,7 @@ class JobService:
                 if record.input_kind == "url"
                 else Path(record.input_path)
             )
-            identity = self._source_identity(record)
+            identity = self.inputs.source_identity(record)
             task = self.tasks.get(record.task)
             options = options_from_request(task.options_type, record.params, self.settings)
 
@@ -568,47 +521,12 @@ class JobService:
         return removed
 
 
-def _probe_input(source: str, kind: str, identity: FileIdentity | None) -> None:
-    """Probe an input at submit; an upload's problem names the upload, not the server path
-    it was stored at (the client knows its file by name)."""
-    try:
-        probe(Path(source), identity)
-    except VidshardError as exc:
-        if kind == "upload":
-            exc.args = (str(exc).replace(source, f"upload {Path(source).name}"),)
-        raise
-
-
 def _last_progress(running: _Running) -> dict[str, int]:
     """The frames a job that ends unfinished had shown last: its progress stays there."""
     snapshot = running.snapshot
     if snapshot is None:
         return {}
     return {"frames_done": snapshot.frames_done, "frames_total": snapshot.frames_total}
-
-
-def _clipped(given: str, limit: int = 64) -> str:
-    """A client's id for a message: as given, cut at ``limit`` characters."""
-    return given if len(given) <= limit else f"{given[:limit]}... ({len(given)} characters)"
-
-
-def error_status(exc: BaseException) -> int:
-    """The HTTP status of an error raised by this service."""
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, StoreUnavailable):
-        return 503
-    if isinstance(exc, Conflict):
-        return 409
-    if isinstance(exc, TooLarge):
-        return 413
-    if isinstance(exc, security.AccessDenied):
-        return 403
-    if isinstance(exc, (InputError, OutputError, ModelError)):
-        return 422
-    if isinstance(exc, VidshardError) and exc.exit_code == 2:
-        return 422
-    return 500
 
 
 ProgressCallback = Callable[[ProgressSnapshot], None]

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from vidshard.errors import InputError
 
 from ..auth import Principal
-from ..jobs import JobService, LiveJob, NotFound
+from ..errors import NotFound
+from ..jobs import JobService, LiveJob
 from ..redact import Viewer
 from ..schemas import JobRequest
 from ..store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
