@@ -24,8 +24,8 @@ def parse_classes(value: str) -> list[str]:
     return [name.strip() for name in value.split(",") if name.strip()]
 
 
-class DetectParams(TaskOptions):
-    """The options of a ``detect`` job."""
+class DetectorParams(TaskOptions):
+    """The detector's options: what detect, track and live streams share."""
 
     model: Annotated[
         str,
@@ -64,6 +64,19 @@ class DetectParams(TaskOptions):
     ]
     half: Annotated[bool, Field(False, description="fp16 inference on accelerators.")]
     batch_size: Annotated[int, Field(8, ge=1, le=256, description="Frames per detector call.")]
+
+    @field_validator("classes")
+    @classmethod
+    def _class_names(cls, classes: list[str] | None) -> list[str] | None:
+        for name in classes or []:
+            if not 1 <= len(name) <= MAX_CLASS_NAME:
+                raise ValueError(f"expected names of 1..{MAX_CLASS_NAME} characters")
+        return classes
+
+
+class DetectParams(DetectorParams):
+    """The options of a ``detect`` job."""
+
     fps: Annotated[
         float | None,
         Field(None, gt=0, le=1000, description="Process this many frames per second of video."),
@@ -90,15 +103,6 @@ class DetectParams(TaskOptions):
         Field(False, description="Leave out videos the JSONL already has a line for."),
         Served(exposed=False),  # a service job writes a JSONL of its own
     ]
-
-    @field_validator("classes")
-    @classmethod
-    def _class_names(cls, classes: list[str] | None) -> list[str] | None:
-        for name in classes or []:
-            if not 1 <= len(name) <= MAX_CLASS_NAME:
-                raise ValueError(f"expected names of 1..{MAX_CLASS_NAME} characters")
-        return classes
-
 
 class TrackParams(DetectParams):
     """The options of a ``track`` job: a detect job's, and the tracker's."""
@@ -143,33 +147,19 @@ class DetectTask(Task[DetectParams, DetectResult]):
     def check(self, options: DetectParams, models: ModelAccess) -> DetectRecipe:
         """The detect pipeline the workers build, with every model file checked (before any
         worker starts: a missing file fails here)."""
-        track = options if isinstance(options, TrackParams) else None
-        model = options.model
-        if not (is_shipped_config_name(model) and not models.exists(model)):
-            model = models.file(model, "model")
-        kind = detector_kind(model)
+        if not isinstance(options, TrackParams):
+            return detector_recipe(options, models)
         sam2 = None
-        if track is not None and track.sam2 is not None:
-            sam2 = str(Path(models.file(track.sam2, "sam2")).expanduser().resolve())
-        recipe = DetectRecipe(
-            detector=kind,
-            weights=weights_argument(model, kind),
-            options=DetectorOptions(
-                conf=options.conf,
-                iou=options.iou,
-                classes=tuple(options.classes) if options.classes else None,
-                imgsz=options.imgsz,
-                half=options.half,
-                batch_size=options.batch_size,
-                prompt=options.prompt,
-            ),
-            tracker=track.tracker if track is not None else "none",
+        if options.sam2 is not None:
+            sam2 = str(Path(models.file(options.sam2, "sam2")).expanduser().resolve())
+        return detector_recipe(
+            options,
+            models,
+            tracker=options.tracker,
             sam2=sam2,
-            detection_frequency=track.detection_frequency if track is not None else 1,
-            masks=track.masks if track is not None else False,
+            detection_frequency=options.detection_frequency,
+            masks=options.masks,
         )
-        recipe.validate()
-        return recipe
 
     def run(self, run: TaskRun[DetectParams]) -> DetectResult:
         options = run.options
@@ -240,6 +230,42 @@ class TrackTask(DetectTask):
     options_type = TrackParams
     default_output = "tracks.jsonl"
     tracking = True
+
+
+def detector_recipe(
+    options: DetectorParams,
+    models: ModelAccess,
+    *,
+    tracker: str = "none",
+    sam2: str | None = None,
+    detection_frequency: int = 1,
+    masks: bool = False,
+) -> DetectRecipe:
+    """The recipe a worker builds its detector (and tracker) from, its model files
+    checked now: a missing or broken file fails here, before any worker starts."""
+    model = options.model
+    if not (is_shipped_config_name(model) and not models.exists(model)):
+        model = models.file(model, "model")
+    kind = detector_kind(model)
+    recipe = DetectRecipe(
+        detector=kind,
+        weights=weights_argument(model, kind),
+        options=DetectorOptions(
+            conf=options.conf,
+            iou=options.iou,
+            classes=tuple(options.classes) if options.classes else None,
+            imgsz=options.imgsz,
+            half=options.half,
+            batch_size=options.batch_size,
+            prompt=options.prompt,
+        ),
+        tracker=tracker,
+        sam2=sam2,
+        detection_frequency=detection_frequency,
+        masks=masks,
+    )
+    recipe.validate()
+    return recipe
 
 
 def frames_text(outcome: VideoOutcome) -> str:
