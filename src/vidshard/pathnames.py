@@ -4,6 +4,7 @@ an ``OSError`` for it: a NUL byte, a component over 255 bytes, a path over 4096 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 NAME_MAX_BYTES = 255
 PATH_MAX_BYTES = 4096
@@ -37,3 +38,9 @@ def _encodable(raw: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def expand_user(path: str | os.PathLike[str]) -> Path:
+    """``~`` and ``~user`` expanded as the shell does; a user that does not exist leaves the
+    name as it is (``Path.expanduser`` raises for one: a name is the user's, not a crash)."""
+    return Path(os.path.expanduser(os.fspath(path)))

@@ -378,6 +378,14 @@ BAD_REQUESTS: dict[str, tuple[str, str, Any, int, str]] = {
         422,
         "params.model",
     ),
+    # Was a 500 (found in CI): ``~user`` of a user that does not exist made pathlib raise.
+    "model-unknown-home": (
+        "POST",
+        "/process_video",
+        {"video_path": CLIP, "model": "~0"},
+        422,
+        "unknown model",
+    ),
     "model-long-name": (
         "POST",
         "/v1/jobs",

@@ -10,12 +10,12 @@ sits below both and imports neither, so neither imports the other back.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from vidshard.errors import ConfigError, ModelError
+from vidshard.pathnames import expand_user
 
 from .types import Detections
 
@@ -29,7 +29,7 @@ def detector_kind(model: str) -> str:
     head = model.split(":", 1)[0]
     if ":" in model and (head.endswith(".py") or "/" not in head):
         return "class"
-    path = Path(model).expanduser()
+    path = expand_user(model)
     if path.is_dir():
         return "grounding-dino"
     if path.suffix.lower() in WEIGHT_SUFFIXES:

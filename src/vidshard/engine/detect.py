@@ -36,7 +36,7 @@ from vidshard.media.source import FileIdentity
 from vidshard.media.types import VideoStreamInfo
 from vidshard.media.writer import output_notes
 from vidshard.models.detect_files import uses_random_weights
-from vidshard.pathnames import path_name_problem, shown
+from vidshard.pathnames import expand_user, path_name_problem, shown
 
 from .events import Event, UnitProgress
 from .output_dirs import check_creatable_dir, ensure_dir, removed_if_left_empty
@@ -125,7 +125,7 @@ def read_list(path: Path) -> list[str]:
     for line in text.splitlines():
         entry = line.split("#", 1)[0].strip() if not line.lstrip().startswith("#") else ""
         if entry:
-            given = Path(entry).expanduser()
+            given = expand_user(entry)
             videos.append(str(given if given.is_absolute() else path.parent / given))
     if not videos:
         raise InputError(f"list file {path} names no videos")

@@ -14,12 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vidshard.errors import OutputError, write_failure_reason
+from vidshard.pathnames import expand_user
 
 
 def check_creatable_dir(path: Path, option: str) -> None:
     """OutputError, naming ``option``, unless ``path`` is a folder this process may write
     in, or can be created as one (its nearest existing parent is a writable folder)."""
-    path = Path(path).expanduser()
+    path = expand_user(path)
     if path.exists():
         if not path.is_dir():
             raise OutputError(f"{option} {path}: a file is in the way, expected a folder")
@@ -38,7 +39,7 @@ def check_creatable_dir(path: Path, option: str) -> None:
 def ensure_dir(path: Path, option: str) -> None:
     """Create ``path`` (and its parents) if missing; OutputError when the disk refuses."""
     try:
-        Path(path).expanduser().mkdir(parents=True, exist_ok=True)
+        expand_user(path).mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # FileExistsError (a file in the way), PermissionError, ...
         reason = write_failure_reason(exc) or exc.strerror or str(exc)
         raise OutputError(f"cannot create {option} {path}: {reason}") from exc

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from vidshard.detection.pipeline import DetectRecipe
 from vidshard.media.plan import Segment
 from vidshard.media.source import FileIdentity
 from vidshard.media.types import VideoStreamInfo
@@ -120,7 +122,27 @@ class AnnotateUnit:
         return False
 
 
-WorkUnit = SegmentUnit | SeamUnit | TrackUnit | AnnotateUnit
+@dataclass(frozen=True)
+class StreamHostUnit:
+    """Host live streams of one recipe on one slot until the last is removed: a
+    long-lived unit, pinned to the slot that placement chose. Streams placed there later
+    reach it as ``("stream_add", spec, token)`` / ``("stream_remove", id, token)``."""
+
+    unit_id: str
+    recipe: DetectRecipe  # every stream of a host shares its detector (and batches)
+    specs: tuple[Any, ...]  # StreamSpec (vidshard.streams.types sits above the engine)
+
+    @property
+    def frames(self) -> int:
+        return 0  # no expected length: it has no deadline
+
+    @property
+    def needs_model(self) -> bool:
+        return False  # the host builds its detector from ``recipe`` itself
+
+
+WorkUnit = SegmentUnit | SeamUnit | TrackUnit | AnnotateUnit  # short units, with a result
+PinnedUnit = StreamHostUnit  # long-lived units, placed on one slot (``submit_pinned``)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 from vidshard.errors import ModelError, VidshardError
 from vidshard.models.base import Model, ModelSpec
 from vidshard.models.options import ModelOptions
+from vidshard.pathnames import expand_user
 
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _OPTIONAL = ("scale", "options")
@@ -38,7 +39,7 @@ def canonical_target(name: str) -> str:
     parsed = parse_class_target(name)
     if parsed is None or not parsed[0].endswith(".py"):
         return name
-    return f"{Path(parsed[0]).expanduser().resolve()}:{parsed[1]}"
+    return f"{expand_user(parsed[0]).resolve()}:{parsed[1]}"
 
 
 def import_object(target: str) -> object:
@@ -62,7 +63,7 @@ def _import_module(dotted: str) -> ModuleType:
 
 
 def _import_file(path: Path) -> ModuleType:
-    path = path.expanduser().resolve()
+    path = expand_user(path).resolve()
     if not path.is_file():
         raise ModelError(f"model class file not found: {path}")
     digest = hashlib.sha1(str(path).encode(), usedforsecurity=False).hexdigest()[:12]

@@ -23,6 +23,7 @@ from typing import Any
 from vidshard.errors import ModelError
 from vidshard.models.custom import parse_class_target
 from vidshard.models.ultralytics_env import import_yolo
+from vidshard.pathnames import expand_user
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def weights_argument(model: str, kind: str) -> str:
     bare name (Ultralytics reads the model scale from it), else the absolute path."""
     if kind == "class" or (kind == "yolo" and is_shipped_config_name(model)):
         return model
-    return str(Path(model).expanduser().resolve())
+    return str(expand_user(model).resolve())
 
 
 def uses_random_weights(detector: str, weights: str) -> bool:
@@ -96,7 +97,7 @@ def check_detector_files(detector: str, weights: str, sam2: str | None = None) -
 def _check_class_file(target: str) -> None:
     parsed = parse_class_target(target)
     if parsed is not None and parsed[0].endswith(".py"):
-        path = Path(parsed[0]).expanduser()
+        path = expand_user(parsed[0])
         if not path.is_file():
             raise ModelError(f"model class file not found: {path.resolve()}")
 
@@ -107,7 +108,7 @@ def _check_class_file(target: str) -> None:
 def check_yolo_file(weights: str) -> None:
     """A YOLO file that exists and looks like what its suffix says, or a model config
     (a file, or a name Ultralytics ships) of a detector."""
-    path = Path(weights).expanduser()
+    path = expand_user(weights)
     suffix = path.suffix.lower()
     if suffix in YAML_SUFFIXES:
         check_yolo_config(weights)
@@ -137,7 +138,7 @@ def check_yolo_file(weights: str) -> None:
 def check_yolo_config(name: str) -> None:
     """A ``.yaml`` detector config: a file, or one Ultralytics ships (found by name, as
     ``YOLO(name)`` finds it; never downloaded). Imports Ultralytics."""
-    path = Path(name).expanduser()
+    path = expand_user(name)
     shipped = is_shipped_config_name(name)
     if not shipped and not path.is_file():
         raise ModelError(f"model config not found: {path.resolve()}")
@@ -196,7 +197,7 @@ def check_pretrained_folder(
     """A ``save_pretrained`` folder: one file of each group in ``wanted``, a config whose
     ``model_type`` is one of ``model_types`` (or a variant: ``sam2_video``), and weight
     files with valid headers."""
-    path = Path(folder).expanduser().resolve()
+    path = expand_user(folder).resolve()
     if not path.is_dir():
         raise ModelError(f"{what} model folder not found: {path}")
     missing = [label for label, names in wanted if not _first(path, names)]

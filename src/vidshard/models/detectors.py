@@ -28,6 +28,7 @@ from vidshard.models.classical import check_batch
 from vidshard.models.custom import canonical_target, import_object
 from vidshard.models.detect_files import GROUNDING_DINO_TYPES, is_shipped_config_name
 from vidshard.models.ultralytics_env import first_line, import_yolo, keep_torch_threads
+from vidshard.pathnames import expand_user
 
 __all__ = [
     "GROUNDING_DINO_TYPES",
@@ -136,7 +137,7 @@ class YoloDetector:
     from detect, segment and pose models are used; exports need their runtime installed."""
 
     def __init__(self, weights: str | Path, options: DetectorOptions | None = None) -> None:
-        self.path = Path(weights).expanduser()
+        self.path = expand_user(weights)
         self.options = options or DetectorOptions()
         self.name = self.path.name
         self._model: Any = None
@@ -288,7 +289,7 @@ class GroundingDinoDetector:
     """
 
     def __init__(self, folder: str | Path, options: DetectorOptions | None = None) -> None:
-        self.folder = Path(folder).expanduser()
+        self.folder = expand_user(folder)
         self.options = options or DetectorOptions()
         self.name = self.folder.name or str(self.folder)
         self.prompt, self.phrases = normalize_prompt(self.options.prompt or "")

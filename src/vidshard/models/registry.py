@@ -42,7 +42,7 @@ from vidshard.models.custom import (
 )
 from vidshard.models.options import DEFAULT_OPTIONS, ModelOptions, TileOption
 from vidshard.models.weights import WEIGHT_SUFFIXES, inspect_weights, is_weights_path
-from vidshard.pathnames import path_name_problem, shown
+from vidshard.pathnames import expand_user, path_name_problem, shown
 
 __all__ = [
     "DEFAULT_SCALE",
@@ -281,7 +281,7 @@ def resolve_model(
         target = canonical_target(name)
         model = construct_model(import_object(target), label=name, scale=scale, options=options)
         return ModelRef("class", target, check_spec(model.spec, name, scale, options), options)
-    path = Path(name).expanduser()
+    path = expand_user(name)
     if is_weights_path(name):
         return _resolve_file(path.resolve(), scale, options)
     if path.exists():

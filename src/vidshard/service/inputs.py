@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from vidshard.errors import InputError
+from vidshard.pathnames import expand_user
 from vidshard.tasks.options import Naming
 
 from . import security
@@ -23,7 +24,7 @@ def model_file(settings: ServiceSettings, name: str, field: str = "params.model"
     if "\0" in name:
         raise InputError(f"{field}: expected a model name or file, got a NUL byte in {name!r}")
     file_part = name.split(":", 1)[0] if ".py:" in name else name
-    path = Path(file_part).expanduser()
+    path = expand_user(file_part)
     if not path.is_absolute() and settings.model_dirs:
         path = settings.model_dirs[0] / path
     real = Path(os.path.realpath(path))

@@ -27,9 +27,8 @@ from vidshard.devices.monitor import DeviceMonitor
 from vidshard.devices.types import DeviceStatus
 from vidshard.engine.progress import ProgressSnapshot
 from vidshard.errors import Cancelled, InputError, VidshardError
-from vidshard.executors.base import Executor, Recipe
+from vidshard.executors.base import Executor, Recipe, SlotState
 from vidshard.executors.local import LocalExecutor
-from vidshard.executors.slot import SlotState
 from vidshard.tasks import TaskRegistry, default_tasks, run_task
 from vidshard.tasks.options import options_from_request, stored_params
 

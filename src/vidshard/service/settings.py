@@ -34,6 +34,7 @@ from pydantic_settings import (
 )
 
 from vidshard.errors import ConfigError
+from vidshard.pathnames import expand_user
 
 from .security import HostRules
 
@@ -154,12 +155,12 @@ class ServiceSettings(BaseSettings):
     @field_validator("data_dir", "output_root")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
-        return None if value is None else value.expanduser().resolve()
+        return None if value is None else expand_user(value).resolve()
 
     @field_validator("input_roots", "model_dirs")
     @classmethod
     def _existing_dirs(cls, roots: list[Path]) -> list[Path]:
-        resolved = [root.expanduser().resolve() for root in roots]
+        resolved = [expand_user(root).resolve() for root in roots]
         for root in resolved:
             if not root.is_dir():
                 raise ValueError(f"{root} is not a directory")
@@ -296,7 +297,7 @@ def _anchor_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
     def anchored(value: Any) -> Any:
         if not isinstance(value, str):
             return value
-        given = Path(value).expanduser()
+        given = expand_user(value)
         return given if given.is_absolute() else base / given
 
     for name in _PATH_SETTINGS:

@@ -21,6 +21,7 @@ from vidshard.engine.progress import ProgressSnapshot
 from vidshard.errors import InputError
 from vidshard.executors.base import Executor, Recipe
 from vidshard.media.source import FileIdentity
+from vidshard.pathnames import expand_user
 
 from .options import Naming, TaskOptions, build_options
 
@@ -96,7 +97,7 @@ class AnyModelFile:
         return name
 
     def exists(self, name: str) -> bool:
-        return Path(name).expanduser().exists()
+        return expand_user(name).exists()
 
 
 @dataclass

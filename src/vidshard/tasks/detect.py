@@ -12,6 +12,7 @@ from vidshard.detection.pipeline import DetectorOptions, DetectRecipe, detector_
 from vidshard.engine import detect as engine
 from vidshard.engine.detect import DetectOptions, DetectResult, VideoOutcome
 from vidshard.models.detect_files import is_shipped_config_name, weights_argument
+from vidshard.pathnames import expand_user
 
 from .base import ModelAccess, Outcome, Task, TaskRun
 from .options import Cli, Served, TaskOptions
@@ -104,6 +105,7 @@ class DetectParams(DetectorParams):
         Served(exposed=False),  # a service job writes a JSONL of its own
     ]
 
+
 class TrackParams(DetectParams):
     """The options of a ``track`` job: a detect job's, and the tracker's."""
 
@@ -151,7 +153,7 @@ class DetectTask(Task[DetectParams, DetectResult]):
             return detector_recipe(options, models)
         sam2 = None
         if options.sam2 is not None:
-            sam2 = str(Path(models.file(options.sam2, "sam2")).expanduser().resolve())
+            sam2 = str(expand_user(models.file(options.sam2, "sam2")).resolve())
         return detector_recipe(
             options,
             models,

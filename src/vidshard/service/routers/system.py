@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from vidshard.executors.slot import SlotState
+from vidshard.executors.base import SlotState
 
 from ..auth import Principal
 from ..jobs import JobService
