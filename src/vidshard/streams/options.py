@@ -36,7 +36,8 @@ class StreamOptions(DetectorParams):
             2,
             ge=1,
             le=64,
-            description="Frames kept per stream before the oldest is dropped (the newest wins).",
+            description="Frames a stream keeps while the detector is busy; a batch takes the "
+            "newest and drops the rest.",
         ),
     ]
     transport: Annotated[
