@@ -23,11 +23,11 @@ from vidshard.engine.events import (
     DeviceQuarantined,
     WorkerDown,
 )
-from vidshard.engine.units import UnitResult, WorkUnit
+from vidshard.engine.units import PinnedUnit, UnitResult, WorkUnit
 
-from .base import EventSink, Executor, Recipe, WorkerLost
+from .base import EventSink, Executor, MessageSink, PinnedRun, Recipe, SlotState, WorkerLost
 from .fair import FairQueue
-from .slot import EXIT_GRACE_S, POLL_S, STOP_TIMEOUT_S, SlotState, SlotWorker, Task
+from .slot import EXIT_GRACE_S, POLL_S, STOP_TIMEOUT_S, SlotWorker, Task
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,40 @@ class LocalExecutor(Executor):
             future.set_exception(refused)
         return future
 
-    def job(self, job_id: str, model: Recipe, priority: int = 0) -> PoolJob:
+    def submit_pinned(
+        self, slot_label: str, unit: PinnedUnit, on_message: MessageSink
+    ) -> PinnedRun:
+        return self.submit_pinned_for("", slot_label, unit, on_message, self._sink)
+
+    def submit_pinned_for(
+        self, job: str, slot_label: str, unit: PinnedUnit, on_message: MessageSink, sink: EventSink
+    ) -> PinnedRun:
+        """Queue a long-lived unit of ``job`` for the slot ``slot_label`` alone; it runs on
+        an empty worker (one holding another model is restarted empty: the unit builds
+        its own model) until it ends, its worker dies or its job is cancelled."""
+        run = PinnedRun(slot_label)
+        with self._lock:
+            labels = {worker.slot.label: worker for worker in self._workers}
+            refused: BaseException | None = None
+            if self._closing.is_set():
+                refused = CancelledError()
+            elif job in self._closed_jobs:
+                refused = errors.Cancelled(f"job {job} was cancelled")
+            elif slot_label not in labels:
+                refused = errors.ConfigError(
+                    f"no slot {slot_label!r} (slots: {', '.join(labels) or 'none'})"
+                )
+            elif slot_label not in self._live:
+                refused = WorkerLost(f"slot {slot_label} is down")
+            else:
+                task = Task(unit, run.future, job, None, sink, pinned=run, on_message=on_message)
+                self._queue.put(task, slot=slot_label)
+        if refused is not None:
+            run.end()
+            run.future.set_exception(refused)
+        return run
+
+    def job(self, job_id: str, model: Recipe | None, priority: int = 0) -> PoolJob:
         """A handle that runs one job's units on this pool, sharing it fairly."""
         with self._lock:
             self._closed_jobs.discard(job_id)
@@ -176,26 +209,7 @@ class LocalExecutor(Executor):
         """Every slot: what it is doing, for whom, and how fast it has been."""
         with self._lock:
             quarantined = set(self._quarantined)
-        states = []
-        for worker in self._workers:
-            task = worker.current
-            state = worker.state
-            if worker.slot.device.label in quarantined and state != "busy":
-                state = "quarantined"
-            states.append(
-                SlotState(
-                    label=worker.slot.label,
-                    device=worker.slot.device.label,
-                    state=state,
-                    model=worker.model.name if worker.model is not None else None,
-                    job=(task.job or None) if task is not None else None,
-                    pid=worker.pid if state not in ("down", "quarantined") else None,
-                    units=worker.rate.units,
-                    frames=worker.rate.frames,
-                    fps=worker.rate.fps,
-                )
-            )
-        return states
+        return [worker.state_view(quarantined) for worker in self._workers]
 
     def queued_units(self, job_id: str | None = None) -> int:
         return self._queue.queued(job_id)
@@ -209,7 +223,7 @@ class LocalExecutor(Executor):
             if device in self._quarantined:
                 self._slot_died(worker)
                 return
-            task = self._queue.get(worker.model, timeout=POLL_S)
+            task = self._queue.get(worker.model, timeout=POLL_S, slot=worker.slot.label)
             if task is None:
                 if not self._idle_worker_alive(worker) and not self._recover(worker):
                     self._slot_died(worker)
@@ -230,16 +244,23 @@ class LocalExecutor(Executor):
                 if closed:  # cancelled while this worker loaded the job's model
                     task.future.set_exception(errors.Cancelled(f"job {task.job} was cancelled"))
                     continue
+                if task.pinned is not None and device in self._quarantined:
+                    task.future.set_exception(WorkerLost(f"device {device} was quarantined"))
+                    continue
                 ok = worker.run_unit(
                     task, self.supervision.heartbeat_timeout_s, self._deadline_fn(task)
                 )
             finally:
                 worker.current = None
                 self._queue.task_done(task.job)
+                if task.pinned is not None:
+                    task.pinned.end()
             cancelled, worker.cancelling = worker.cancelling, False
             if ok:
                 self._note_success(worker, task)
                 continue
+            if self._closing.is_set():  # shutdown killed it: no failure of its device
+                return
             if not cancelled:
                 with self._lock:
                     self.units_lost += 1
@@ -328,8 +349,18 @@ class LocalExecutor(Executor):
         if newly:
             message = f"{count} failures in a row; last: {reason}"
             logger.warning("quarantining %s: %s", device, message)
+            self._retire_pinned(device, f"device {device} was quarantined ({message})")
             self._sink(DeviceQuarantined(device, message))
         return count
+
+    def _retire_pinned(self, device: str, reason: str) -> None:
+        """End the long-lived units on a quarantined device's slots (their work is placed
+        again elsewhere): their workers are killed, and the units lost with ``reason``."""
+        for worker in self._workers:
+            task = worker.current
+            if worker.slot.device.label == device and task is not None and task.pinned:
+                worker.kill_reason = reason
+                worker.kill()
 
     def _recover(self, worker: SlotWorker, count: bool = True) -> bool:
         """Restart a dead worker, backing off; False once its device is quarantined.
@@ -365,11 +396,15 @@ class LocalExecutor(Executor):
         worker.state = "down"
         with self._lock:
             self._live.discard(worker.slot.label)
+            pinned = self._queue.drain_slot(worker.slot.label)
             orphans = self._queue.drain() if not self._live else []
             reasons = "; ".join(
                 f"{device} quarantined after {self._last_failure.get(device, '?')}"
                 for device in sorted(self._quarantined)
             )
+        _fail(
+            pinned, WorkerLost(f"slot {worker.slot.label} is down: {reasons or 'its worker died'}")
+        )
         _fail(orphans, errors.WorkerError(f"no worker is left: {reasons or 'every worker died'}"))
 
     def shutdown(self) -> None:
@@ -377,6 +412,8 @@ class LocalExecutor(Executor):
             self._closing.set()
             queued = self._queue.drain()
         _fail(queued, CancelledError())
+        for worker in self._workers:
+            worker.shutting_down = True
         for worker in self._workers:
             if worker.busy:  # its unit's result is no longer wanted: stop at once
                 worker.kill()
@@ -400,7 +437,7 @@ class PoolJob(Executor):
     model and event sink (the pool's slots are already up), ``shutdown`` cancels what
     is left of the job and frees its slots; the pool stays up."""
 
-    def __init__(self, pool: LocalExecutor, job_id: str, model: Recipe) -> None:
+    def __init__(self, pool: LocalExecutor, job_id: str, model: Recipe | None) -> None:
         self.pool = pool
         self.job_id = job_id
         self.model = model
@@ -417,6 +454,17 @@ class PoolJob(Executor):
     def live_slots(self) -> list[str]:
         return self.pool.live_slots()
 
+    def submit_pinned(
+        self, slot_label: str, unit: PinnedUnit, on_message: MessageSink
+    ) -> PinnedRun:
+        return self.pool.submit_pinned_for(self.job_id, slot_label, unit, on_message, self._sink)
+
+    def slot_states(self) -> list[SlotState]:
+        return self.pool.slot_states()
+
+    def quarantined(self) -> list[str]:
+        return self.pool.quarantined()
+
     def shutdown(self) -> None:
         self.pool.cancel_job(self.job_id)
 
@@ -424,5 +472,7 @@ class PoolJob(Executor):
 def _fail(tasks: list[Task], exc: BaseException) -> None:
     """Fail tasks outside the lock: their futures' callbacks may submit again."""
     for task in tasks:
+        if task.pinned is not None:
+            task.pinned.end()
         if task.future.set_running_or_notify_cancel():
             task.future.set_exception(exc)

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -21,9 +21,9 @@ from vidshard import errors
 from vidshard.devices.monitor import SlotRate
 from vidshard.devices.types import DeviceSlot
 from vidshard.engine.events import UnitFinished, UnitProgress, UnitStarted, WorkerDown, WorkerUp
-from vidshard.engine.units import UnitResult, WorkUnit
+from vidshard.engine.units import PinnedUnit, StreamHostUnit, UnitResult, WorkUnit
 
-from .base import EventSink, Recipe, WorkerLost
+from .base import EventSink, MessageSink, PinnedRun, Recipe, SlotState, WorkerLost
 from .boot import WorkerProcess, launch
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,10 @@ def rebuild_error(type_name: str, message: str, trace: str, where: str) -> BaseE
     return errors.WorkerError(f"{where}: {type_name}: {message}")
 
 
+def _no_deadline() -> float | None:
+    return None
+
+
 def relay_log(message: tuple[Any, ...], slot_label: str) -> None:
     """A worker's log record, logged here: through the coordinator's handlers, so it
     prints above a progress bar instead of through it."""
@@ -53,27 +57,14 @@ def relay_log(message: tuple[Any, ...], slot_label: str) -> None:
 
 @dataclass
 class Task:
-    unit: WorkUnit
+    unit: WorkUnit | PinnedUnit
     future: Future[UnitResult]
     job: str = ""  # "" is the executor's own job (the CLI's one job)
     model: Recipe | None = None
     sink: EventSink | None = None  # unit events go to the job that submitted the unit
     token: int | None = None  # set when sent to a worker: names this run of the unit
-
-
-@dataclass(frozen=True)
-class SlotState:
-    """One slot as the service shows it."""
-
-    label: str
-    device: str
-    state: str  # starting, idle, busy, loading, down, quarantined
-    model: str | None
-    job: str | None  # the job whose unit runs now
-    pid: int | None
-    units: int  # units finished since the pool started
-    frames: int
-    fps: float  # of the last finished units
+    pinned: PinnedRun | None = None  # a long-lived unit: its caller's handle
+    on_message: MessageSink | None = None  # ...and where what it reports goes
 
 
 class _Rate:
@@ -108,16 +99,41 @@ class SlotWorker:
         self.state = "starting"
         self.current: Task | None = None
         self.cancelling = False  # its unit's job was cancelled: a kill is not a failure
+        self.kill_reason: str | None = None  # why the pool killed it (its device quarantined)
+        self.shutting_down = False  # its pool shuts down: a long-lived unit ends cancelled
         self.pid: int | None = None
         self.rate = _Rate()
         self.last_failure = ""
         self._kill_lock = threading.Lock()
         self._send_lock = threading.Lock()
 
+    def state_view(self, quarantined: set[str]) -> SlotState:
+        """What this slot is doing, for whom, and how fast it has been."""
+        task = self.current
+        state = self.state
+        if self.slot.device.label in quarantined and state != "busy":
+            state = "quarantined"
+        model = self.model.name if self.model is not None else None
+        if task is not None and isinstance(task.unit, StreamHostUnit):
+            model = task.unit.recipe.name  # a stream host builds its own detector
+        return SlotState(
+            label=self.slot.label,
+            device=self.slot.device.label,
+            state=state,
+            model=model,
+            job=(task.job or None) if task is not None else None,
+            pid=self.pid if state not in ("down", "quarantined") else None,
+            units=self.rate.units,
+            frames=self.rate.frames,
+            fps=self.rate.fps,
+            pinned=task is not None and task.pinned is not None,
+        )
+
     def spawn(self) -> None:
         """Start the worker process (on vidshard's entry point, see ``boot``) and send it
         its model; :meth:`await_ready` tells whether it loaded."""
         self.launch_error = None
+        self.kill_reason = None
         try:
             self.process, self.conn = launch(self.slot)
         except errors.VidshardError as exc:
@@ -184,9 +200,21 @@ class SlotWorker:
         try:
             return self._run_unit(task, heartbeat_timeout_s, deadline_s)
         finally:
+            if task.pinned is not None:
+                task.pinned.end()
             self.busy, self.current = False, None
             if self.state == "busy":
                 self.state = "idle"
+
+    def _deliver_fn(self, conn: Connection, token: int) -> MessageSink:
+        """Sends a message to the long-lived unit sent as ``token`` (its worker ignores
+        one that comes after that unit ended)."""
+
+        def deliver(message: tuple[Any, ...]) -> None:
+            with self._send_lock, contextlib.suppress(OSError):  # dead: the sentinel tells
+                conn.send((*message, token))
+
+        return deliver
 
     def cancel(self, token: int) -> None:
         """Ask the worker to stop the unit it was sent as ``token``, before its next batch.
@@ -214,6 +242,9 @@ class SlotWorker:
                 conn.send(("unit", task.unit, task.token))
         except OSError:  # the worker died while idle
             return self._lost(task, f"worker {label} was gone when {unit_id} came")
+        if task.pinned is not None:  # what was sent to it before it started follows it
+            task.pinned.attach(self._deliver_fn(conn, task.token))
+            heartbeat_timeout_s, deadline_s = float("inf"), _no_deadline
         sink(UnitStarted(unit_id, label))
         started = last_heard = time.monotonic()
         while True:
@@ -237,26 +268,36 @@ class SlotWorker:
                     )
                 continue
             if message is None:
-                return self._lost(task, f"worker {label} died running {unit_id}")
-            last_heard = now
-            kind = message[0]
-            if kind == "log":
-                relay_log(message, label)
-            elif kind == "progress":
-                self.rate.recent.add(message[2])
-                sink(UnitProgress(unit_id, label, frames=message[2]))
-            elif kind == "done":
-                result: UnitResult = replace(message[1], slot_label=label)
-                self.rate.units += 1
-                sink(UnitFinished(unit_id, label, result.frames, result.seconds))
-                task.future.set_result(result)
-                return True
-            elif kind == "failed":
-                type_name, text, trace = message[2:]
-                task.future.set_exception(
-                    rebuild_error(type_name, text, trace, f"{unit_id}@{label}")
+                return self._lost(
+                    task, self.kill_reason or f"worker {label} died running {unit_id}"
                 )
+            last_heard = now
+            if self._take(task, message, sink):
                 return True
+
+    def _take(self, task: Task, message: tuple[Any, ...], sink: EventSink) -> bool:
+        """Act on one message of the worker running ``task``; True once the unit ended."""
+        label, unit_id = self.slot.label, task.unit.unit_id
+        kind = message[0]
+        if kind == "log":
+            relay_log(message, label)
+        elif kind in ("stream_status", "stream_records"):
+            if task.on_message is not None:
+                task.on_message(message)
+        elif kind == "progress":
+            self.rate.recent.add(message[2])
+            sink(UnitProgress(unit_id, label, frames=message[2]))
+        elif kind == "done":
+            result: UnitResult = replace(message[1], slot_label=label)
+            self.rate.units += 1
+            sink(UnitFinished(unit_id, label, result.frames, result.seconds))
+            task.future.set_result(result)
+            return True
+        elif kind == "failed":
+            type_name, text, trace = message[2:]
+            task.future.set_exception(rebuild_error(type_name, text, trace, f"{unit_id}@{label}"))
+            return True
+        return False
 
     def _lost(self, task: Task, reason: str) -> bool:
         if self.process is not None:
@@ -264,9 +305,10 @@ class SlotWorker:
             reason = f"{reason} (exit code {self.process.exitcode})"
         self.last_failure = reason
         self.state = "down"
-        task.future.set_exception(
-            errors.Cancelled(reason) if self.cancelling else WorkerLost(reason)
-        )
+        exc: BaseException = errors.Cancelled(reason) if self.cancelling else WorkerLost(reason)
+        if self.shutting_down and task.pinned is not None:
+            exc = CancelledError()  # not lost: its pool stops, it is not to be placed again
+        task.future.set_exception(exc)
         self.sink(WorkerDown(self.slot.label, reason))
         if task.sink is not None and task.sink is not self.sink:
             task.sink(WorkerDown(self.slot.label, reason))

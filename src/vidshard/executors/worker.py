@@ -97,7 +97,8 @@ def _heartbeat(channel: _Channel, parent_pid: int) -> None:
 
 
 class _Inbox:
-    """Reads the pipe on its own thread, so a cancel reaches a unit while it runs."""
+    """Reads the pipe on its own thread, so a cancel reaches a unit while it runs, and
+    a stream host's commands reach it while it runs (``commands``)."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -106,6 +107,8 @@ class _Inbox:
         self._cancelled: set[object] = set()  # tokens of units cancelled so far
         self._current: object = None
         self.cancel = threading.Event()  # set while the current unit is cancelled
+        self.closing = threading.Event()  # the coordinator is gone, or asked for a stop
+        self.commands: queue.Queue[tuple[Any, ...]] = queue.Queue()  # stream_add / _remove
         threading.Thread(target=self._read, name="inbox", daemon=True).start()
 
     def _read(self) -> None:
@@ -113,8 +116,15 @@ class _Inbox:
             try:
                 message = self._conn.recv()
             except (EOFError, OSError):  # the coordinator is gone
+                self.closing.set()
                 self._messages.put(None)
                 return
+            except Exception:  # its bytes were read: the pipe is fine, the next one may be
+                logger.exception("a message from the coordinator could not be read")
+                continue
+            if message[0] in ("stream_add", "stream_remove"):
+                self.commands.put(message)
+                continue
             if message[0] == "cancel":
                 with self._lock:
                     self._cancelled.add(message[1])
@@ -123,6 +133,7 @@ class _Inbox:
                 continue
             self._messages.put(message)
             if message[0] == "stop":
+                self.closing.set()
                 return
 
     def next(self) -> tuple[Any, ...] | None:
@@ -176,12 +187,19 @@ def worker_main(slot: DeviceSlot, conn: Connection) -> None:
         return
     channel.send(("ready", os.getpid(), time.monotonic() - started))
     threading.Thread(target=_heartbeat, args=(channel, parent_pid), daemon=True).start()
-    _serve(_Inbox(conn), channel, model, fault)
+    _serve(_Inbox(conn), channel, model, fault, slot=slot)
 
 
-def _serve(inbox: _Inbox, channel: _Channel, model: Any, fault: Any = None) -> None:
+def _serve(
+    inbox: _Inbox,
+    channel: _Channel,
+    model: Any,
+    fault: Any = None,
+    *,
+    slot: DeviceSlot | None = None,
+) -> None:
     from vidshard.engine.segment import run_seam, run_segment
-    from vidshard.engine.units import AnnotateUnit, SegmentUnit, TrackUnit
+    from vidshard.engine.units import AnnotateUnit, SegmentUnit, StreamHostUnit, TrackUnit
 
     while True:
         message = inbox.next()
@@ -210,6 +228,9 @@ def _serve(inbox: _Inbox, channel: _Channel, model: Any, fault: Any = None) -> N
                 from vidshard.engine.track import run_annotate
 
                 result = run_annotate(unit, report, cancel=inbox.cancel)
+            elif isinstance(unit, StreamHostUnit):
+                token = message[2] if len(message) > 2 else unit_id
+                result = _host_streams(unit, token, inbox, channel, slot)
             else:
                 result = run_seam(unit, report, cancel=inbox.cancel)
             report.flush()
@@ -217,3 +238,87 @@ def _serve(inbox: _Inbox, channel: _Channel, model: Any, fault: Any = None) -> N
         except Exception as exc:
             logger.debug("unit %s failed", unit.unit_id, exc_info=True)
             channel.send(("failed", unit.unit_id, *describe_error(exc)))
+
+
+def _host_streams(
+    unit: Any, token: object, inbox: _Inbox, channel: _Channel, slot: DeviceSlot | None
+) -> Any:
+    """Run a :class:`StreamHostUnit`: load its detector, host its streams, apply the
+    coordinator's ``stream_add`` / ``stream_remove`` as they come, and end once the last
+    stream is removed (or the unit is cancelled: the host stops what it still holds)."""
+    from vidshard.engine.units import UnitResult
+    from vidshard.errors import Cancelled
+    from vidshard.streams.host import StreamHost
+
+    started = time.monotonic()
+    device, label = (slot.torch_device, slot.label) if slot is not None else ("cpu", "")
+    host = StreamHost(unit.recipe, device, label, channel.send)
+    host.load()
+    hosted: set[str] = set()
+    for spec in unit.specs:
+        _apply_command(host, hosted, ("stream_add", spec), channel)
+    stop = threading.Event()
+    if not hosted:
+        stop.set()
+    commands = threading.Thread(
+        target=_follow_commands, args=(host, hosted, token, inbox, stop, channel), daemon=True
+    )
+    commands.start()
+    try:
+        host.run(stop)
+    finally:
+        stop.set()
+        commands.join()
+    if inbox.cancel.is_set() or inbox.closing.is_set():  # run() stopped what it still held
+        raise Cancelled(f"{unit.unit_id} was cancelled")
+    return UnitResult(unit.unit_id, label, 0, time.monotonic() - started)
+
+
+def _follow_commands(
+    host: Any,
+    hosted: set[str],
+    token: object,
+    inbox: _Inbox,
+    stop: threading.Event,
+    channel: _Channel,
+) -> None:
+    """Apply the commands meant for this host until it stops: the last stream removed,
+    the unit cancelled, the coordinator gone or asking for a stop. A command for an
+    earlier host (its token) is dropped."""
+    while not stop.is_set():
+        if inbox.cancel.is_set() or inbox.closing.is_set():
+            stop.set()
+            return
+        try:
+            command = inbox.commands.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if command[-1] != token:
+            logger.debug("dropped %s for an earlier stream host", command[0])
+            continue
+        _apply_command(host, hosted, command[:-1], channel)
+        if not hosted:
+            stop.set()
+
+
+def _apply_command(
+    host: Any, hosted: set[str], command: tuple[Any, ...], channel: _Channel
+) -> None:
+    """Add or remove one stream; a stream that cannot be added is reported failed."""
+    kind, argument = command
+    if kind == "stream_remove":
+        if argument in hosted:
+            hosted.discard(argument)
+            host.remove(argument)
+        return
+    try:
+        host.add(argument)
+    except Exception as exc:
+        from vidshard.streams.types import StreamState, StreamStatus
+
+        logger.debug("stream %s could not be added", argument.stream_id, exc_info=True)
+        reason = f"could not start: {type(exc).__name__}: {exc}"
+        status = StreamStatus(argument.stream_id, StreamState.FAILED, reason, time.time())
+        channel.send(("stream_status", status))
+        return
+    hosted.add(argument.stream_id)

@@ -80,3 +80,70 @@ def test_get_waits_for_a_put_from_another_thread() -> None:
     timer.start()
     item = queue.get(timeout=5)
     assert item is not None and item.name == "late"
+
+
+def test_a_pinned_unit_goes_to_its_slot_alone() -> None:
+    queue: FairQueue[Item] = FairQueue()
+    queue.put(Item("streams", name="host"), slot="cpu#1")
+    assert queue.get(timeout=0, slot="cpu#0") is None  # another slot never takes it
+    assert queue.get(timeout=0) is None  # nor a caller that names no slot
+    item = queue.get(timeout=0, slot="cpu#1")
+    assert item is not None and item.name == "host"
+
+
+def test_a_pinned_unit_is_the_next_thing_its_slot_takes() -> None:
+    queue: FairQueue[Item] = FairQueue()
+    queue.add_job("urgent", priority=9)
+    queue.put(Item("urgent", name="u0"))
+    queue.put(Item("streams", name="host"), slot="cpu#0")
+    # before a higher-priority job's unit, and before what its model would prefer
+    assert take_on(queue, "cpu#0", 1) == ["host"]
+    assert take_on(queue, "cpu#0", 1) == ["u0"]
+
+
+def test_a_hosted_stream_counts_as_its_job_s_running_unit() -> None:
+    queue: FairQueue[Item] = FairQueue()
+    queue.put(Item("streams", name="host"), slot="cpu#0")
+    assert take_on(queue, "cpu#0", 1) == ["host"]
+    assert queue.running("streams") == 1
+    for i in range(2):
+        queue.put(Item("streams", name=f"s{i}"))
+        queue.put(Item("files", name=f"f{i}"))
+    # the streams job holds a slot already: the file job is owed the next one
+    assert take_on(queue, "cpu#1", 1) == ["f0"]
+    queue.task_done("streams")
+    assert queue.running("streams") == 0
+
+
+def test_pinned_units_are_counted_drained_and_removed_with_their_job() -> None:
+    queue: FairQueue[Item] = FairQueue()
+    queue.put(Item("streams", name="h0"), slot="cpu#0")
+    queue.put(Item("streams", name="h1"), slot="cpu#1")
+    queue.put(Item("other", name="o0"), slot="cpu#1")
+    queue.put(Item("files", name="f0"))
+    assert queue.queued() == 4
+    assert queue.queued("streams") == 2
+    # a slot gone for good gives back what waited for it
+    assert [i.name for i in queue.drain_slot("cpu#1")] == ["h1", "o0"]
+    assert [i.name for i in queue.remove_job("streams")] == ["h0"]
+    assert queue.queued() == 1
+    queue.put(Item("other", name="o1"), slot="cpu#0")
+    assert sorted(i.name for i in queue.drain()) == ["f0", "o1"]
+    assert queue.queued() == 0
+
+
+def test_get_wakes_for_a_unit_pinned_to_its_slot() -> None:
+    queue: FairQueue[Item] = FairQueue()
+    timer = threading.Timer(0.05, lambda: queue.put(Item("streams", name="late"), slot="cpu#3"))
+    timer.start()
+    item = queue.get(timeout=5, slot="cpu#3")
+    assert item is not None and item.name == "late"
+
+
+def take_on(queue: FairQueue[Item], slot: str, n: int) -> list[str]:
+    got = []
+    for _ in range(n):
+        item = queue.get(None, timeout=0, slot=slot)
+        assert item is not None
+        got.append(item.name)
+    return got
