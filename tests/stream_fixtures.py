@@ -87,6 +87,16 @@ class Flaky(Counting):
         return Counting.detect(self, frames)
 
 
+class Hanging(Counting):
+    """Never returns (until the test lets it go): a detector stuck in a call."""
+
+    release = threading.Event()
+
+    def detect(self, frames):
+        Hanging.release.wait(120)
+        return Counting.detect(self, frames)
+
+
 class Short(Counting):
     """Returns one result too few."""
 

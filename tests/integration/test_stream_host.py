@@ -472,3 +472,26 @@ def test_rtsp_over_either_transport(
     pts = [r.pts_s for r in records[1:]]  # RTP gives the first frame no time of its own
     assert all(t is not None for t in pts)
     assert pts == sorted(pts)  # type: ignore[type-var]
+
+
+def test_a_detector_call_that_never_returns_ends_the_worker(media: dict[str, Path]) -> None:
+    """A stuck call cannot be interrupted: the host says so and the worker ends, so the
+    coordinator moves the streams (it sees a dead worker)."""
+    stuck: list[str] = []
+    host = StreamHost(
+        recipe(media, "Hanging"), "cpu", "cpu#0", lambda _m: None, on_stuck=stuck.append,
+        stuck_after_s=1.0,
+    )  # fmt: skip
+    host.load()
+    stop = threading.Event()
+    thread = threading.Thread(target=host.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        host.add(stream_spec(media["small"], recipe=recipe(media, "Hanging"), loop=True))
+        wait_for(lambda: bool(stuck), 60)
+        assert "has not returned in 1 s" in stuck[0]
+    finally:
+        inner: Any = getattr(host.detector, "inner", None)
+        type(inner).release.set()
+        stop.set()
+        thread.join(60)

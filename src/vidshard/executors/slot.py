@@ -244,7 +244,7 @@ class SlotWorker:
             return self._lost(task, f"worker {label} was gone when {unit_id} came")
         if task.pinned is not None:  # what was sent to it before it started follows it
             task.pinned.attach(self._deliver_fn(conn, task.token))
-            heartbeat_timeout_s, deadline_s = float("inf"), _no_deadline
+            deadline_s = _no_deadline  # it runs until stopped; heartbeats still count
         sink(UnitStarted(unit_id, label))
         started = last_heard = time.monotonic()
         while True:

@@ -240,6 +240,14 @@ def _serve(
             channel.send(("failed", unit.unit_id, *describe_error(exc)))
 
 
+def _end_stuck_worker(reason: str) -> None:
+    """A stream host whose detector never returns: end the process, so the coordinator
+    sees a dead worker and moves its streams (a hung call cannot be interrupted)."""
+    logger.error("ending the worker: %s", reason)
+    logging.shutdown()
+    os._exit(3)
+
+
 def _host_streams(
     unit: Any, token: object, inbox: _Inbox, channel: _Channel, slot: DeviceSlot | None
 ) -> Any:
@@ -252,7 +260,7 @@ def _host_streams(
 
     started = time.monotonic()
     device, label = (slot.torch_device, slot.label) if slot is not None else ("cpu", "")
-    host = StreamHost(unit.recipe, device, label, channel.send)
+    host = StreamHost(unit.recipe, device, label, channel.send, on_stuck=_end_stuck_worker)
     host.load()
     hosted: set[str] = set()
     for spec in unit.specs:

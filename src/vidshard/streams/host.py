@@ -49,6 +49,7 @@ from .types import StreamRecord, StreamSpec, StreamState, StreamStatus
 logger = logging.getLogger(__name__)
 
 STATUS_INTERVAL_S = 0.5  # a running stream's status is sent this often
+STUCK_AFTER_S = 60.0  # a detector call running this long: the host is stuck
 DETECTOR_FAILURE_LIMIT = 5  # failed detector calls in a row that fail every stream
 IDLE_WAIT_S = 0.2  # the batching loop looks at ``stop`` at least this often
 _MAX_REASON = 300  # characters of an error kept in a reason
@@ -92,6 +93,8 @@ class StreamHost:
         *,
         clock: Callable[[], float] = time.time,
         detector_failure_limit: int = DETECTOR_FAILURE_LIMIT,
+        on_stuck: Callable[[str], None] | None = None,
+        stuck_after_s: float = STUCK_AFTER_S,
     ) -> None:
         self.recipe = recipe
         self.device = device
@@ -109,6 +112,9 @@ class StreamHost:
         self._rotation = 0  # where the next batch starts looking (round-robin)
         self._failures = 0  # failed detector calls in a row
         self.detector_calls = 0  # calls made (benchmarks and tests read it)
+        self._on_stuck = on_stuck
+        self._stuck_after_s = stuck_after_s
+        self._batch_started: float | None = None  # monotonic time of the batch in hand
 
     @property
     def detector(self) -> Detector | None:
@@ -190,7 +196,11 @@ class StreamHost:
             while not stop.is_set():
                 batch = self._gather(stop)
                 if batch:
-                    self._process(batch)
+                    self._batch_started = time.monotonic()
+                    try:
+                        self._process(batch)
+                    finally:
+                        self._batch_started = None
         finally:
             self.close()
 
@@ -271,6 +281,13 @@ class StreamHost:
             for hosted in self._hosted():
                 if not hosted.reader.state.is_final:
                     self._emit_status(hosted)
+            started = self._batch_started
+            if started is not None and time.monotonic() - started > self._stuck_after_s:
+                reason = f"a detector call has not returned in {self._stuck_after_s:.0f} s"
+                logger.error("stream host on %s is stuck: %s", self.slot_label, reason)
+                if self._on_stuck is not None:
+                    self._on_stuck(reason)  # the worker ends: its streams move elsewhere
+                    return
 
     def _frame_arrived(self) -> None:
         with self._ready:
