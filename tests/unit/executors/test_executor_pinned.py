@@ -48,7 +48,9 @@ class FakeHost:
 
     instances: ClassVar[list[FakeHost]] = []
 
-    def __init__(self, recipe: DetectRecipe, device: str, slot_label: str, emit: Any) -> None:
+    def __init__(
+        self, recipe: DetectRecipe, device: str, slot_label: str, emit: Any, **_options: Any
+    ) -> None:
         self.recipe, self.device, self.slot_label, self.emit = recipe, device, slot_label, emit
         self.calls: list[tuple[str, str]] = []
         self.running = threading.Event()
