@@ -378,6 +378,14 @@ BAD_REQUESTS: dict[str, tuple[str, str, Any, int, str]] = {
         422,
         "params.model",
     ),
+    # Was a 500: a .yaml name too long for a file name, checked for a local file first.
+    "detect-yaml-long-name": (
+        "POST",
+        "/v1/jobs",
+        {"task": "detect", "input": CLIP, "params": {"model": "x" * 300 + ".yaml"}},
+        422,
+        "params.model",
+    ),
     # Was a 500 (found in CI): ``~user`` of a user that does not exist made pathlib raise.
     "model-unknown-home": (
         "POST",

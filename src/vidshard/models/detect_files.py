@@ -23,7 +23,7 @@ from typing import Any
 from vidshard.errors import ModelError
 from vidshard.models.custom import parse_class_target
 from vidshard.models.ultralytics_env import import_yolo
-from vidshard.pathnames import expand_user
+from vidshard.pathnames import expand_user, path_name_problem
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,11 @@ def is_shipped_config_name(model: str) -> bool:
     """True for a bare YOLO config name (``yolo11n.yaml``) that is no local file: one
     that only Ultralytics' own package can resolve."""
     path = Path(model)
-    return path.suffix.lower() in YAML_SUFFIXES and path.name == model and not path.exists()
+    if path.suffix.lower() not in YAML_SUFFIXES or path.name != model:
+        return False
+    if path_name_problem(model) is not None:  # no file can have that name; not a config
+        return False
+    return not path.exists()
 
 
 def weights_argument(model: str, kind: str) -> str:
