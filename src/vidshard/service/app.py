@@ -20,10 +20,11 @@ from .errors import error_status
 from .jobs import JobService
 from .middleware import BodyLimit, KeyGate
 from .redact import PathRedactor
-from .routers import compat, dashboard, docs, jobs, system
+from .routers import compat, dashboard, docs, jobs, realtime, streams, system
 from .routers.deps import request_viewer
 from .settings import ServiceSettings
 from .store_errors import RETRY_AFTER_S, StoreUnavailable
+from .streams import StreamRunner
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ UPLOAD_OVERHEAD_BYTES = 1 << 20  # multipart boundaries and headers around an up
 def create_app(settings: ServiceSettings, service: JobService | None = None) -> FastAPI:
     """The app; it starts ``service`` (or a new one) with itself and stops it after."""
     job_service = service or JobService(settings)
+    stream_runner = StreamRunner(job_service)
+    job_service.attach(stream_runner)  # started with the pool (now, if it runs already)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -54,13 +57,22 @@ def create_app(settings: ServiceSettings, service: JobService | None = None) -> 
         openapi_url=None,
     )
     app.state.service = job_service
+    app.state.streams = stream_runner
     app.state.settings = settings
     app.state.keys = KeyRing.from_settings(settings)
     app.state.redactor = PathRedactor.from_settings(settings)
     app.add_exception_handler(VidshardError, _vidshard_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for router in (jobs.router, system.router, compat.router, dashboard.router, docs.router):
+    for router in (
+        jobs.router,
+        streams.router,
+        system.router,
+        compat.router,
+        realtime.router,
+        dashboard.router,
+        docs.router,
+    ):
         app.include_router(router)
     app.add_middleware(
         BodyLimit,

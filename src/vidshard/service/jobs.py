@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from vidshard.devices import discover_devices, parse_device_spec
 from vidshard.devices.monitor import DeviceMonitor
@@ -29,6 +29,7 @@ from vidshard.engine.progress import ProgressSnapshot
 from vidshard.errors import Cancelled, InputError, VidshardError
 from vidshard.executors.base import Executor, Recipe, SlotState
 from vidshard.executors.local import LocalExecutor
+from vidshard.media.source import FileIdentity
 from vidshard.tasks import TaskRegistry, default_tasks, run_task
 from vidshard.tasks.options import options_from_request, stored_params
 
@@ -68,6 +69,20 @@ class _Running:
     snapshot: ProgressSnapshot | None = None
     persisted_s: float = 0.0
     thread: threading.Thread | None = None
+
+
+class ServicePart(Protocol):
+    """Something that runs with the job service on its pool (the live streams)."""
+
+    def start(self) -> None:
+        """Called once the pool and the dispatcher are up."""
+
+    def stop(self) -> None:
+        """Called before the pool shuts down."""
+
+    def fetch(self, record: JobRecord, folder: Path, abort: threading.Event) -> Path | None:
+        """A URL input this part gets itself (a live stream's window), as a file in
+        ``folder``; None: not its own (it is downloaded)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +137,14 @@ class JobService:
         self._readings_lock = threading.Lock()
         self.started = False
         self.finished_jobs = 0
+        self._parts: list[ServicePart] = []
+
+    def attach(self, part: ServicePart) -> None:
+        """Run ``part`` with the service: started after the pool (now, if the service
+        runs already), stopped before it."""
+        self._parts.append(part)
+        if self.started:
+            part.start()
 
     # --- life cycle --------------------------------------------------------------------
 
@@ -152,12 +175,19 @@ class JobService:
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="dispatcher")
         self._dispatcher.daemon = True
         self._dispatcher.start()
+        for part in self._parts:
+            part.start()
         self.started = True
 
     def stop(self) -> None:
         """Stop taking jobs; running ones are interrupted and resume at the next start."""
         self._stopping.set()
         self._wake.set()
+        for part in reversed(self._parts):
+            try:
+                part.stop()
+            except Exception:
+                logger.exception("%s did not stop cleanly", type(part).__name__)
         if self._own_pool:
             self.pool.shutdown()
         with self._lock:
@@ -198,16 +228,21 @@ class JobService:
         request: JobRequest,
         idempotency_key: str | None = None,
         principal: Principal = ANONYMOUS,
+        *,
+        checked_input: tuple[str, str, FileIdentity | None] | None = None,
+        job_id: str | None = None,
     ) -> tuple[JobRecord, bool]:
         """Check a request and queue it, owned by ``principal``; (the job, False) when the
-        principal sent the same idempotency key before."""
+        principal sent the same idempotency key before. ``checked_input``: its input as
+        stored (source, kind, identity), checked by the caller (a live stream's window,
+        which a ServicePart fetches); ``job_id``: the id the caller chose for it."""
         idempotency_key = scoped_idempotency_key(principal, idempotency_key)
         if idempotency_key is not None:
             existing = self.store.find_by_idempotency_key(idempotency_key)
             if existing is not None:
                 return existing, False
-        job_id = uuid.uuid4().hex
-        source, kind, identity = self.inputs.of(request, principal)
+        job_id = job_id or uuid.uuid4().hex
+        source, kind, identity = checked_input or self.inputs.of(request, principal)
         source_name = Path(source.split("?", 1)[0].rsplit("/", 1)[-1] if kind == "url" else source)
         task = self.tasks.get(request.task)
         others = {t.name: t.options_type for t in self.tasks if t is not task}
@@ -421,12 +456,7 @@ class JobService:
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
             source = (
-                download(
-                    record.input_path,
-                    output.parent / DOWNLOADS_FOLDER,
-                    DownloadPolicy.of(self.settings),
-                    running.abort,
-                )
+                self._fetch(record, output.parent / DOWNLOADS_FOLDER, running.abort)
                 if record.input_kind == "url"
                 else Path(record.input_path)
             )
@@ -466,6 +496,14 @@ class JobService:
                 self._running.pop(job_id, None)
             self.finished_jobs += 1
             self._wake.set()
+
+    def _fetch(self, record: JobRecord, folder: Path, abort: threading.Event) -> Path:
+        """A URL input as a file: fetched by a part that owns it, else downloaded."""
+        for part in self._parts:
+            fetched = part.fetch(record, folder, abort)
+            if fetched is not None:
+                return fetched
+        return download(record.input_path, folder, DownloadPolicy.of(self.settings), abort)
 
     def _finish_failed(self, running: _Running, output: Path, exc: BaseException) -> None:
         job_id = running.record.id

@@ -9,6 +9,8 @@ from .store import STATES
 
 if TYPE_CHECKING:
     from .jobs import JobService
+    from .streams import StreamRunner
+    from .streams.served import LiveStream
 
 
 def _escape(value: str) -> str:
@@ -118,3 +120,83 @@ def render_metrics(service: JobService) -> str:
         [({}, pool.restarts)],
     )
     return "\n".join(lines) + "\n"
+
+
+def render_stream_metrics(streams: StreamRunner) -> str:
+    """Per stream (labelled by its id alone: never its URL), the streams this process
+    placed: up, fps, frames, latency, reconnects, failovers and its webhook."""
+    running = sorted(streams.running(), key=lambda live: live.record.created_at)
+    records = [live.record for live in running]
+    lines: list[str] = []
+    lines += _metric(
+        "vidshard_stream_up",
+        "gauge",
+        "1 while the stream is live (frames arrive and are processed), else 0; "
+        "state: its state now.",
+        [({"stream": r.id, "state": r.state}, 1 if r.state == "live" else 0) for r in records],
+    )
+    lines += _metric(
+        "vidshard_stream_fps",
+        "gauge",
+        "Frames the stream had processed a second, over the last few seconds.",
+        [({"stream": live.record.id}, round(live.fps, 3)) for live in running],
+    )
+    for name, help_text, field in (
+        ("received", "Frames decoded from the stream's source.", "frames_received"),
+        ("processed", "Frames of the stream through the detector.", "frames_processed"),
+        ("dropped", "Frames of the stream dropped to keep up (the newest wins).", "frames_dropped"),
+    ):
+        lines += _metric(
+            f"vidshard_stream_frames_{name}_total",
+            "counter",
+            help_text,
+            [({"stream": r.id}, getattr(r, field)) for r in records],
+        )
+    latency = []
+    for live in running:
+        for quantile, value in (("0.5", live.latency_p50_ms), ("0.95", live.latency_p95_ms)):
+            if value is not None:
+                latency.append(({"stream": live.record.id, "quantile": quantile}, value / 1000))
+    lines += _metric(
+        "vidshard_stream_latency_seconds",
+        "gauge",
+        "Capture to result, over the last few seconds.",
+        latency,
+    )
+    lines += _metric(
+        "vidshard_stream_reconnects_total",
+        "counter",
+        "Times the stream's source was opened again after it ended, failed or stalled.",
+        [({"stream": r.id}, r.reconnects) for r in records],
+    )
+    lines += _metric(
+        "vidshard_stream_failovers_total",
+        "counter",
+        "Times the stream moved off a slot whose worker or device died.",
+        [({"stream": r.id}, r.failovers) for r in records],
+    )
+    lines += _webhook_metrics(running)
+    lines += _metric(
+        "vidshard_stream_event_clients",
+        "gauge",
+        "Clients reading streams' Server-Sent Events.",
+        [({}, streams.hub.count())],
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _webhook_metrics(running: list[LiveStream]) -> list[str]:
+    lines: list[str] = []
+    hooks = [(live.record.id, live.webhook) for live in running if live.webhook is not None]
+    for name, help_text in (
+        ("sent", "Records the stream's webhook receiver took."),
+        ("dropped", "Records the stream's webhook dropped while its receiver was slow or down."),
+        ("failures", "Webhook POSTs that failed (each is retried)."),
+    ):
+        lines += _metric(
+            f"vidshard_stream_webhook_{name}_total",
+            "counter",
+            help_text,
+            [({"stream": stream_id}, getattr(stats, name)) for stream_id, stats in hooks],
+        )
+    return lines

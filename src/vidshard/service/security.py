@@ -305,7 +305,8 @@ class HostRules:
     With ``refuse_internal`` (URL inputs), a host is refused when any address it resolves
     to is internal (:func:`internal_kind`) or one of the server's own, unless its name is
     in ``names`` or that address lies in one of ``networks``. Without it every host is
-    open (live camera sources, which sit on private networks by nature).
+    open (live camera sources, which sit on private networks by nature), unless
+    ``only_listed``: then only the hosts ``names`` and ``networks`` give (:meth:`only`).
     """
 
     refuse_internal: bool = True
@@ -313,33 +314,34 @@ class HostRules:
     networks: tuple[IPNetwork, ...] = ()
     setting: str = "url_allowed_hosts"
     """The operator setting that allows more, named when a host is refused."""
+    only_listed: bool = False
 
     @classmethod
     def deny_internal(cls, allowed: Sequence[str], setting: str) -> HostRules:
         """Internal addresses refused but for ``allowed``: host names (exact, any case),
         addresses and CIDR ranges, e.g. ``["media.internal", "127.0.0.1", "10.0.0.0/8"]``.
         :class:`~vidshard.errors.ConfigError` for an entry that is none of those."""
-        names: set[str] = set()
-        networks: list[IPNetwork] = []
-        for entry in allowed:
-            text = entry.strip().lower()
-            try:
-                networks.append(ipaddress.ip_network(text.strip("[]"), strict=False))
-                continue
-            except ValueError:
-                pass
-            name = text.rstrip(".")
-            if not _HOST_NAME.fullmatch(name):
-                raise ConfigError(
-                    f"{setting}: expected host names, addresses or CIDR ranges, got {entry!r}"
-                )
-            names.add(name)
-        return cls(True, frozenset(names), tuple(networks), setting)
+        names, networks = _host_entries(allowed, setting)
+        return cls(True, names, networks, setting)
+
+    @classmethod
+    def only(cls, allowed: Sequence[str], setting: str) -> HostRules:
+        """Only the hosts ``allowed`` names (host names, addresses, CIDR ranges, as in
+        :meth:`deny_internal`), internal or not; every host when it is empty."""
+        if not allowed:
+            return cls.open_to_all()
+        names, networks = _host_entries(allowed, setting)
+        return cls(False, names, networks, setting, only_listed=True)
 
     @classmethod
     def open_to_all(cls) -> HostRules:
         """Every host allowed."""
         return cls(refuse_internal=False, setting="")
+
+    @property
+    def is_open(self) -> bool:
+        """Whether every host passes (nothing to resolve to find out)."""
+        return not self.refuse_internal and not self.only_listed
 
     def check(
         self,
@@ -349,7 +351,12 @@ class HostRules:
     ) -> None:
         """AccessDenied naming the first address of ``host`` these rules refuse;
         ``own``: the server's addresses (default :func:`own_addresses`)."""
-        if not self.refuse_internal or host.lower().rstrip(".") in self.names:
+        if host.lower().rstrip(".") in self.names:
+            return
+        if self.only_listed:
+            self._check_listed(host, addresses)
+            return
+        if not self.refuse_internal:
             return
         mine = own_addresses() if own is None else own
         for address in addresses:
@@ -364,6 +371,38 @@ class HostRules:
                     f"URL host {host!r} is {address}, {kind}; the server does not connect "
                     f"to internal addresses unless its {self.setting} setting allows them"
                 )
+
+    def _check_listed(self, host: str, addresses: Sequence[IPAddress]) -> None:
+        for address in addresses:
+            ip = unwrap(address)
+            if not any(address in net or ip in net for net in self.networks):
+                raise AccessDenied(
+                    f"URL host {host!r} ({address}) is not one of the hosts the server's "
+                    f"{self.setting} setting allows"
+                )
+
+
+def _host_entries(
+    allowed: Sequence[str], setting: str
+) -> tuple[frozenset[str], tuple[IPNetwork, ...]]:
+    """The host names and the networks of a host setting's entries; ConfigError naming
+    ``setting`` for an entry that is neither a host name, an address nor a CIDR range."""
+    names: set[str] = set()
+    networks: list[IPNetwork] = []
+    for entry in allowed:
+        text = entry.strip().lower()
+        try:
+            networks.append(ipaddress.ip_network(text.strip("[]"), strict=False))
+            continue
+        except ValueError:
+            pass
+        name = text.rstrip(".")
+        if not _HOST_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{setting}: expected host names, addresses or CIDR ranges, got {entry!r}"
+            )
+        names.add(name)
+    return frozenset(names), tuple(networks)
 
 
 def api_key_matches(given: str | None, expected: str | None) -> bool:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
 
@@ -26,6 +28,19 @@ logger = logging.getLogger(__name__)
 GRACEFUL_SHUTDOWN_S = 20
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, telling the app at the first stop signal (``on_exit``): its event streams
+    end then, so the graceful shutdown does not wait for their clients to leave."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_exit()
+        super().handle_exit(sig, frame)
+
+
 def run_server(settings: ServiceSettings) -> None:
     """Serve until stopped (SIGINT, SIGTERM); the service is stopped on the way out."""
     service = JobService(settings)
@@ -35,14 +50,16 @@ def run_server(settings: ServiceSettings) -> None:
         with contextlib.closing(listener):
             service.start()
             try:
-                server = uvicorn.Server(
+                app = create_app(settings, service)
+                server = _Server(
                     uvicorn.Config(
-                        create_app(settings, service),
+                        app,
                         host=settings.host,
                         port=settings.port,
                         log_level=settings.log_level,
                         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-                    )
+                    ),
+                    on_exit=app.state.streams.hang_up,
                 )
                 # uvicorn names the address only when it binds the socket itself.
                 where = f"[{settings.host}]" if ":" in settings.host else settings.host

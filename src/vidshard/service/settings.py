@@ -60,6 +60,8 @@ _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
 KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 LEGACY_KEY_NAME = "api_key"
 """The name jobs submitted with ``api_key`` (an admin key) are owned by."""
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https")
+"""The default ``stream_url_schemes``."""
 
 
 def _default_data_dir() -> Path:
@@ -144,9 +146,34 @@ class ServiceSettings(BaseSettings):
     max_running_jobs: int = Field(2, ge=1)
     default_model: str = Field("lanczos", min_length=1)
     log_level: LogLevel = "info"
+    stream_url_schemes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(STREAM_SCHEMES)
+    )
+    """Schemes a live stream's URL may use (a file inside input_roots needs none)."""
+    stream_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Host names, addresses and CIDR ranges live streams may come from, internal or not;
+    empty: every host (cameras sit on private networks)."""
+    stream_allow_devices: bool = False
+    """Let requests name a capture device of the server (``/dev/video0``) as a stream."""
+    max_streams: int = Field(32, ge=1)
+    """Live streams at once, every key's together."""
+    streams_per_slot: int = Field(8, ge=1)
+    """Live streams one slot hosts at most."""
+    stream_events_queue: int = Field(256, ge=1)
+    """Records an event subscriber may fall behind by; older ones are dropped."""
+    webhook_queue: int = Field(1000, ge=1)
+    """Records a stream's webhook holds while its receiver is slow or down."""
+    max_recording_s: float = Field(3600.0, gt=0)
+    """Longest window of a live stream ``/process_video`` records."""
 
     @field_validator(
-        "input_roots", "model_dirs", "allowed_url_schemes", "url_allowed_hosts", mode="before"
+        "input_roots",
+        "model_dirs",
+        "allowed_url_schemes",
+        "url_allowed_hosts",
+        "stream_url_schemes",
+        "stream_allowed_hosts",
+        mode="before",
     )
     @classmethod
     def _list_from_string(cls, value: Any) -> Any:
@@ -166,7 +193,7 @@ class ServiceSettings(BaseSettings):
                 raise ValueError(f"{root} is not a directory")
         return resolved
 
-    @field_validator("allowed_url_schemes")
+    @field_validator("allowed_url_schemes", "stream_url_schemes")
     @classmethod
     def _schemes(cls, schemes: list[str]) -> list[str]:
         lowered = [scheme.strip().lower() for scheme in schemes]
@@ -175,13 +202,14 @@ class ServiceSettings(BaseSettings):
             raise ValueError(f"not URL schemes: {', '.join(map(repr, bad))}")
         return lowered
 
-    @field_validator("url_allowed_hosts")
+    @field_validator("url_allowed_hosts", "stream_allowed_hosts")
     @classmethod
-    def _host_rules(cls, entries: list[str]) -> list[str]:
+    def _host_rules(cls, entries: list[str], info: ValidationInfo) -> list[str]:
+        name = str(info.field_name)
         try:
-            HostRules.deny_internal(entries, "url_allowed_hosts")
+            HostRules.deny_internal(entries, name)
         except ConfigError as exc:
-            raise ValueError(str(exc).removeprefix("url_allowed_hosts: ")) from None
+            raise ValueError(str(exc).removeprefix(f"{name}: ")) from None
         return entries
 
     @field_validator("log_level", mode="before")

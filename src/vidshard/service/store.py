@@ -349,6 +349,11 @@ class JobStore:
         """The SQLAlchemy engine (for tools and tests that watch or provoke the database)."""
         return self._engine
 
+    def transaction(self) -> contextlib.AbstractContextManager[Connection]:
+        """One transaction, its failures sorted as every call of this store's are (for
+        the tables kept beside the jobs: :mod:`.stream_store`)."""
+        return self._begin()
+
     @contextlib.contextmanager
     def _begin(self, busy_timeout_s: float | None = None) -> Iterator[Connection]:
         """One transaction. A store that cannot be used now raises :class:`StoreUnavailable`

@@ -1,6 +1,7 @@
 """The endpoints of two older services, mapped onto the same vidshard jobs, so that their
 clients keep working: a Celery super-resolution service (``POST /process_video``,
-``GET /status/{task_id}``) and a video-generation service (``POST /video/submit``,
+``GET /status/{task_id}``; a live stream's window is recorded first, see
+:mod:`..streams.recordings`) and a video-generation service (``POST /video/submit``,
 ``/video/status``, ``/video/cancel``). Their words for states and fields are translated
 here and nowhere else; what vidshard cannot do yet is refused with a clear 422, never
 silently ignored.
@@ -16,7 +17,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Header
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vidshard.errors import InputError
 
@@ -26,8 +27,10 @@ from ..jobs import JobService, LiveJob
 from ..redact import Viewer
 from ..schemas import JobRequest
 from ..store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
+from ..streams.recordings import RECORDING_SCHEMES
 from .deps import Service, Viewing, require_key
 from .jobs import media_type
+from .streams import Streams
 
 IdempotencyKey = Annotated[str | None, Header(max_length=255)]
 
@@ -67,7 +70,16 @@ class ProcessVideoRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    video_path: str = Field(min_length=1, max_length=4096, description="server path")
+    video_path: str = Field(
+        min_length=1, max_length=4096, description="server path, or a live stream URL (rtsp://)"
+    )
+    duration_s: float | None = Field(
+        None,
+        gt=0,
+        validation_alias=AliasChoices("duration_s", "duration"),
+        description="with a live stream URL: the seconds of it to record (also 'duration')",
+    )
+    transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport of a recording")
     down_sample: bool = Field(
         False,
         description="shrink frames by the model's scale first: the output keeps the input's size",
@@ -119,29 +131,63 @@ def celery_view(live: LiveJob, viewer: Viewer) -> CeleryTaskView:
 def process_video(
     body: ProcessVideoRequest,
     service: Service,
+    streams: Streams,
     viewer: Viewing,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    """Queue an upscale of a server file. A repeat with the same ``Idempotency-Key``
-    returns the first job (200 instead of 202)."""
-    if "://" in body.video_path:
-        raise Unsupported(
-            f"video_path: expected a file path on the server, got {body.video_path!r} "
-            "(streams are not supported; for a download use POST /v1/jobs with input_url)"
-        )
+    """Queue an upscale of a server file, or of ``duration`` seconds of a live stream
+    (``rtsp://``, ``rtmp://``), recorded when the job starts. A repeat with the same
+    ``Idempotency-Key`` returns the first job (200 instead of 202)."""
     params = {"model": body.model, "scale": body.scale, "down_sample": body.down_sample}
-    request = JobRequest(
-        task="upscale",
-        input=body.video_path,
-        params={name: value for name, value in params.items() if value is not None},
-        priority=body.priority,
-    )
-    live, created = _submit(service, request, idempotency_key, viewer.principal)
+    params = {name: value for name, value in params.items() if value is not None}
+    stream = _stream_scheme(body.video_path)
+    if stream is None:
+        if body.duration_s is not None:
+            raise Unsupported(
+                "duration: only for a live stream URL (rtsp://...): a file is processed whole"
+            )
+        request = JobRequest(
+            task="upscale", input=body.video_path, params=params, priority=body.priority
+        )
+        live, created = _submit(service, request, idempotency_key, viewer.principal)
+    else:
+        if body.duration_s is None:
+            raise Unsupported(
+                f"duration: required with a {stream}:// URL: the seconds of the stream to "
+                'record, e.g. {"video_path": "rtsp://camera/stream", "duration": 10}'
+            )
+        request = JobRequest(
+            task="upscale", input_url=body.video_path, params=params, priority=body.priority
+        )
+        record, created = streams.recordings.submit(
+            body.video_path,
+            body.duration_s,
+            request,
+            idempotency_key,
+            viewer.principal,
+            transport=body.transport,
+        )
+        live = service.get(record.id, viewer.principal)
     view = CelerySubmitView(task_id=live.record.id, status=CELERY_STATES[live.record.state])
     return JSONResponse(
         view.model_dump(mode="json"),
         status_code=202 if created else 200,
         headers={"Location": f"/status/{live.record.id}"},
+    )
+
+
+def _stream_scheme(video_path: str) -> str | None:
+    """The live-stream scheme of ``video_path`` (to record), None for a server path; a
+    URL of any other scheme is refused."""
+    if "://" not in video_path:
+        return None
+    scheme = video_path.split("://", 1)[0].lower()
+    if scheme in RECORDING_SCHEMES:
+        return scheme
+    raise Unsupported(
+        f"video_path: expected a file path on the server or a live stream URL "
+        f"({', '.join(s + '://' for s in RECORDING_SCHEMES)}) with a duration, got a "
+        f"{scheme}:// URL (for a download use POST /v1/jobs with input_url)"
     )
 
 

@@ -2,19 +2,20 @@
 
 Every key may read them; a key that is not an admin's sees a slot's job and model only
 while that slot runs one of its own jobs, and no worker pids. Metrics are counts for the
-whole server, with no job, path or key in them.
+whole server, with no job, path or key in them (a live stream's are labelled by its id
+alone, never its URL).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from vidshard.executors.base import SlotState
 
 from ..auth import Principal
 from ..jobs import JobService
-from ..metrics import render_metrics
+from ..metrics import render_metrics, render_stream_metrics
 from ..redact import Viewer
 from ..schemas import DeviceView, SlotView
 from .deps import Service, Viewing, require_key
@@ -96,8 +97,7 @@ def ready(service: Service) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(require_key)])
-def metrics(service: Service) -> PlainTextResponse:
+def metrics(service: Service, request: Request) -> PlainTextResponse:
     """Prometheus text format."""
-    return PlainTextResponse(
-        render_metrics(service), media_type="text/plain; version=0.0.4; charset=utf-8"
-    )
+    text = render_metrics(service) + render_stream_metrics(request.app.state.streams)
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")

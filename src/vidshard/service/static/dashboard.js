@@ -1,4 +1,5 @@
-// vidshard dashboard: polls the JSON API every second and renders devices, jobs and health.
+// vidshard dashboard: polls the JSON API every second and renders devices, live streams,
+// jobs and health.
 // Plain JavaScript, no build step, no external resources. Data is only ever written with
 // textContent (never innerHTML), since job inputs and errors come from users.
 "use strict";
@@ -9,6 +10,7 @@
   const HIDDEN_REFRESH_MS = 5000; // while the tab is in the background
   const REQUEST_TIMEOUT_MS = 10000;
   const JOB_LIMIT = 100;
+  const SNAPSHOT_MS = 2000; // a live stream's snapshot is fetched again this often
   const GIB = 1024 ** 3;
   const MIB = 1024 ** 2;
 
@@ -435,6 +437,165 @@
     }
   }
 
+  // --- live streams -------------------------------------------------------------------
+
+  const FINAL_STREAM_STATES = ["stopped", "failed"];
+  const snapshotFetched = new Map(); // stream id -> when its snapshot was last asked for
+
+  function streamCard(stream) {
+    const card = el("div", "stream");
+    card.dataset.streamId = stream.id;
+    const head = el("div", "stream-head");
+    const stop = el("button", "stop danger small", "Stop");
+    stop.type = "button";
+    head.append(el("span", "id"), el("span", "badge"), el("span", "slot muted"), stop);
+    const image = el("img", "snapshot");
+    image.alt = `the latest frame of stream ${shortId(stream.id)}`;
+    const facts = el("div", "facts");
+    for (const name of ["fps", "frames", "dropped", "latency", "moves"]) facts.append(el("span", name));
+    card.append(head, el("div", "url"), image, facts, el("div", "reason"));
+    return card;
+  }
+
+  const ms = (value) => (value == null ? "—" : `${Math.round(value)}`);
+
+  function updateStream(card, stream) {
+    const final = FINAL_STREAM_STATES.includes(stream.state);
+    card.dataset.state = stream.state;
+    const id = card.querySelector(".id");
+    setText(id, shortId(stream.id));
+    id.title = stream.id;
+    const badge = card.querySelector(".badge");
+    badge.dataset.state = stream.state;
+    setText(badge, stream.state);
+    setText(card.querySelector(".slot"), stream.slot || "waiting for a slot");
+    const url = card.querySelector(".url");
+    setText(url, `${stream.url} · ${stream.model}`);
+    url.title = stream.url;
+    setText(card.querySelector(".fps"), `${stream.fps.toFixed(1)} fps`);
+    setText(card.querySelector(".frames"), `${stream.frames_processed} frames`);
+    setText(card.querySelector(".dropped"), `${stream.frames_dropped} dropped`);
+    const latency = stream.latency_ms;
+    setText(card.querySelector(".latency"), `latency p50 ${ms(latency.p50)} / p95 ${ms(latency.p95)} ms`);
+    const moves = `${stream.reconnects} reconnects · ${stream.failovers} failovers`;
+    setText(card.querySelector(".moves"), moves);
+    setText(card.querySelector(".reason"), stream.reason);
+    const stop = card.querySelector(".stop");
+    stop.hidden = final;
+    if (final) stop.disabled = true;
+    const image = card.querySelector(".snapshot");
+    image.hidden = !stream.snapshot_url && !image.dataset.loaded;
+    if (stream.snapshot_url && !document.hidden) {
+      const last = snapshotFetched.get(stream.id) || 0;
+      const due = !image.dataset.loaded || (!final && Date.now() - last >= SNAPSHOT_MS);
+      if (due) refreshSnapshot(image, stream);
+    }
+  }
+
+  // With a key, an <img src> cannot send the header: fetch the picture and show it as a
+  // data: URL (the only kind of image the page's content policy allows besides its own).
+  async function refreshSnapshot(image, stream) {
+    snapshotFetched.set(stream.id, Date.now());
+    try {
+      const response = await api(stream.snapshot_url);
+      const blob = await response.blob();
+      image.src = await new Promise((resolve, reject) => {
+        const reader = new FileReader();
+        reader.onload = () => resolve(reader.result);
+        reader.onerror = () => reject(reader.error);
+        reader.readAsDataURL(blob);
+      });
+      image.dataset.loaded = String(Date.now());
+      image.hidden = false;
+    } catch {
+      // not there (yet), or the server is busy: the next refresh tries again
+    }
+  }
+
+  function renderStreams(list) {
+    const box = $("#streams");
+    const cards = new Map([...box.children].map((card) => [card.dataset.streamId, card]));
+    const wanted = list.streams.map((stream) => {
+      const card = cards.get(stream.id) || streamCard(stream);
+      cards.delete(stream.id);
+      updateStream(card, stream);
+      return card;
+    });
+    for (const [id, gone] of cards) {
+      gone.remove();
+      snapshotFetched.delete(id);
+    }
+    wanted.forEach((card, i) => {
+      if (box.children[i] !== card) box.insertBefore(card, box.children[i] || null);
+    });
+    $("#streams-empty").hidden = list.streams.length > 0;
+    const live = list.streams.filter((s) => !FINAL_STREAM_STATES.includes(s.state)).length;
+    setText($("#streams-count"), `(${live} running of ${list.total})`);
+  }
+
+  function showStreamsError(message) {
+    const box = $("#streams-error");
+    box.hidden = !message;
+    box.textContent = message || "";
+  }
+
+  async function stopStream(button) {
+    const id = button.closest(".stream").dataset.streamId;
+    button.disabled = true;
+    button.textContent = "Stopping…";
+    showStreamsError("");
+    try {
+      await api(`/v1/streams/${encodeURIComponent(id)}`, { method: "DELETE" });
+    } catch (err) {
+      button.disabled = false;
+      showStreamsError(`Could not stop stream ${shortId(id)}: ${err.message}`);
+    } finally {
+      button.textContent = "Stop";
+    }
+    refreshSoon();
+  }
+
+  function showStreamMessage(kind, message) {
+    const error = $("#stream-error");
+    const status = $("#stream-status");
+    error.hidden = kind !== "error";
+    status.hidden = kind !== "status";
+    error.textContent = kind === "error" ? message : "";
+    status.textContent = kind === "status" ? message : "";
+  }
+
+  async function addStream(event) {
+    event.preventDefault();
+    const button = $("#stream-button");
+    const url = $("#stream-url").value.trim();
+    const model = $("#stream-model").value.trim();
+    showStreamMessage(null);
+    if (!url || !model) {
+      return showStreamMessage("error", "Give the stream's URL and the model that reads it.");
+    }
+    button.disabled = true;
+    try {
+      const maxFps = $("#stream-max-fps");
+      if (maxFps.validity.badInput) throw new Error("Max fps: expected a number");
+      const params = { track: $("#stream-track").checked };
+      if (maxFps.value !== "") params.max_fps = Number(maxFps.value);
+      const response = await api("/v1/streams", { method: "POST", json: { url, model, params } });
+      const stream = await response.json();
+      showStreamMessage("status", `Added stream ${shortId(stream.id)} (${stream.url}).`);
+      $("#stream-url").value = "";
+      refreshSoon();
+    } catch (err) {
+      const message =
+        err instanceof AuthError
+          ? "This server needs an API key: enter it above, then add the stream again."
+          : err.message;
+      showStreamMessage("error", message);
+      $("#stream-error").dataset.error = err.error || "";
+    } finally {
+      button.disabled = false;
+    }
+  }
+
   // --- the submit form ----------------------------------------------------------------
 
   function showFormMessage(kind, message) {
@@ -565,17 +726,19 @@
   async function refresh() {
     running = true;
     try {
-      const [, devices, jobs] = await Promise.allSettled([
+      const [, devices, jobs, streams] = await Promise.allSettled([
         refreshHealth(),
         api("/v1/devices").then((r) => r.json()),
         api(`/v1/jobs?limit=${JOB_LIMIT}`).then((r) => r.json()),
+        api("/v1/streams").then((r) => r.json()),
       ]);
       if (devices.status === "fulfilled") renderDevices(devices.value);
+      if (streams.status === "fulfilled") renderStreams(streams.value);
       if (jobs.status === "fulfilled") {
         renderJobs(jobs.value);
         openDocsSession(apiKey()); // the key works: let the docs link use it too
       }
-      const failed = [devices, jobs].find((r) => r.status === "rejected");
+      const failed = [devices, jobs, streams].find((r) => r.status === "rejected");
       if (failed) {
         const auth = failed.reason instanceof AuthError;
         if (auth && !$("#devices .device")) {
@@ -599,6 +762,11 @@
 
   function start() {
     $("#submit-form").addEventListener("submit", submitJob);
+    $("#stream-form").addEventListener("submit", addStream);
+    $("#streams").addEventListener("click", (event) => {
+      const stop = event.target.closest("button.stop");
+      if (stop) stopStream(stop);
+    });
     $("#key-form").addEventListener("submit", useKey);
     $("#key-forget").addEventListener("click", forgetKey);
     $("#key-close").addEventListener("click", () => {
