@@ -17,6 +17,7 @@ from vidshard.errors import ConfigError
 from vidshard.tasks import default_tasks
 
 from . import console
+from .streams import streams_app
 from .tasks import add_task_commands
 
 app = typer.Typer(
@@ -189,6 +190,7 @@ def main() -> None:
 
 
 add_task_commands(app, default_tasks())
+app.add_typer(streams_app, name="streams")
 
 
 if __name__ == "__main__":  # pragma: no cover

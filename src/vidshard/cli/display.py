@@ -144,7 +144,7 @@ def slot_summary(snapshot: ProgressSnapshot) -> str:
     return " · ".join(parts)
 
 
-def _log_above_the_line() -> list[tuple[logging.StreamHandler[Any], Any]]:
+def log_above_the_line() -> list[tuple[logging.StreamHandler[Any], Any]]:
     """Point the root logger's stderr handlers at the live display's stand-in for stderr,
     so a log line (a worker's warning) is printed above the line instead of breaking it.
     Returns each moved handler with the stream to give back."""
@@ -172,7 +172,7 @@ class LiveLine:
     def __enter__(self: _Line) -> _Line:
         if self._live is not None:
             self._live.__enter__()
-            self._moved = _log_above_the_line()
+            self._moved = log_above_the_line()
         return self
 
     def __exit__(

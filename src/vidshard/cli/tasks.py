@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -22,7 +22,7 @@ from pydantic_core import PydanticUndefined
 
 from vidshard.errors import InputError
 from vidshard.tasks import AnyModelFile, Note, TaskRegistry, run_task
-from vidshard.tasks.options import Cli, cli_flags, option_meta
+from vidshard.tasks.options import Cli, TaskOptions, cli_flags, option_meta
 from vidshard.tasks.registry import AnyTask
 
 from . import console
@@ -41,7 +41,10 @@ RUN_PARAMETERS: tuple[tuple[str, Any, Any], ...] = (
     ("quiet", Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")], False),
     ("as_json", Annotated[bool, typer.Option("--json", help="Print the result as JSON.")], False),
 )
-_RUN_NAMES = frozenset(name for name, _, _ in RUN_PARAMETERS)
+# Names no option of a task may take: every task command's own parameters.
+TASK_RESERVED = frozenset(
+    {name for name, _, _ in RUN_PARAMETERS} | {"input", "inputs", "output", "list_file"}
+)
 
 
 def add_task_commands(app: typer.Typer, tasks: TaskRegistry) -> None:
@@ -52,18 +55,14 @@ def add_task_commands(app: typer.Typer, tasks: TaskRegistry) -> None:
 
 def task_command(task: AnyTask) -> Callable[..., None]:
     """The command-line function of ``task``: typer reads its signature."""
-    options = {
-        name: info
-        for name, info in task.options_type.model_fields.items()
-        if (option_meta(info, Cli) or Cli()).exposed
-    }
+    options = exposed_options(task.options_type)
 
     def command(**given: Any) -> None:
         with console.user_errors():
             _run(task, options, given)
 
     parameters = [*_io_parameters(task)]
-    parameters += [_option_parameter(name, info) for name, info in options.items()]
+    parameters += [option_parameter(name, info) for name, info in options.items()]
     parameters += [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=default)
         for name, kind, default in RUN_PARAMETERS
@@ -79,16 +78,7 @@ def _run(task: AnyTask, options: dict[str, FieldInfo], given: dict[str, Any]) ->
 
     inputs = _inputs(task, given)
     output = given["output"]
-    values = {}
-    for name, info in options.items():
-        value = given[name]
-        meta = option_meta(info, Cli)
-        if meta is not None and meta.parse is not None:
-            if value is None:
-                continue  # the option's own default
-            value = meta.parse(value)
-        values[name] = value
-    checked = task.options(values, "cli")
+    checked = task.options(option_values(options, given), "cli")
     quiet, as_json = given["quiet"], given["as_json"]
     show = not quiet and not as_json and console.err.is_terminal
     with JobDisplay(console.err, "starting", enabled=show, unit=task.progress_unit) as display:
@@ -183,9 +173,37 @@ def _io_parameters(task: AnyTask) -> list[inspect.Parameter]:
     ]
 
 
-def _option_parameter(name: str, info: FieldInfo) -> inspect.Parameter:
-    if name in _RUN_NAMES or name in ("input", "inputs", "output", "list_file"):
-        raise TypeError(f"option {name!r} of a task clashes with a parameter of every command")
+def exposed_options(options_type: type[TaskOptions]) -> dict[str, FieldInfo]:
+    """The options of ``options_type`` the command line shows, in their model's order."""
+    return {
+        name: info
+        for name, info in options_type.model_fields.items()
+        if (option_meta(info, Cli) or Cli()).exposed
+    }
+
+
+def option_values(options: Mapping[str, FieldInfo], given: Mapping[str, Any]) -> dict[str, Any]:
+    """What the command line gave for ``options``, each read by its ``Cli(parse=...)``
+    where it has one (an option taking text that was left out keeps its own default)."""
+    values = {}
+    for name, info in options.items():
+        value = given[name]
+        meta = option_meta(info, Cli)
+        if meta is not None and meta.parse is not None:
+            if value is None:
+                continue
+            value = meta.parse(value)
+        values[name] = value
+    return values
+
+
+def option_parameter(
+    name: str, info: FieldInfo, reserved: frozenset[str] = TASK_RESERVED
+) -> inspect.Parameter:
+    """The command-line parameter of one option (its flags, help, default and type);
+    ``reserved``: the command's other parameters, which no option may be named as."""
+    if name in reserved:
+        raise TypeError(f"option {name!r} clashes with a parameter of the command")
     meta = option_meta(info, Cli) or Cli()
     default = None if info.default is PydanticUndefined else info.default
     required = info.default is PydanticUndefined and info.default_factory is None

@@ -193,9 +193,12 @@ class Stream:
         self._show(state, reason, now, fps=0.0)
 
     def stop(self, reason: str, now: float) -> StreamView:
-        """Its final view once removed: stopped."""
+        """Its final view once removed: stopped, unless it had already ended (a failed
+        stream stays failed, with its reason)."""
+        ended = self.view().status.state.is_final
         self.final, self.host, self.waiting = True, None, False
-        self._show(StreamState.STOPPED, reason, now, fps=0.0)
+        if not ended:
+            self._show(StreamState.STOPPED, reason, now, fps=0.0)
         return self.view()
 
     def _measure(self, status: StreamStatus, monotonic_s: float) -> None:

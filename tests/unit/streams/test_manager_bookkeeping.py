@@ -401,6 +401,18 @@ def test_close_stops_every_stream(make: Any) -> None:
     assert manager.list() == []
 
 
+def test_close_leaves_a_failed_stream_failed(make: Any) -> None:
+    seen: list[StreamView] = []
+    manager, pool = make(["cpu#0", "cpu#1"], on_status=seen.append)
+    add(manager, "a", "b")
+    pool.on(manager.get("a").slot)[0].status("a", StreamState.FAILED, "connection refused")
+    wait_for(lambda: manager.get("a").status.state == StreamState.FAILED)
+    manager.close()
+    last = {v.stream_id: (v.status.state, v.status.reason) for v in seen}
+    assert last["a"] == (StreamState.FAILED, "connection refused")
+    assert last["b"][0] == StreamState.STOPPED
+
+
 def test_a_host_that_ends_by_itself_has_its_streams_placed_again(make: Any) -> None:
     manager, pool = make(["cpu#0"])
     add(manager, "a")
