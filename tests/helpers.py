@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def need_package(name: str) -> None:
+    """Skip the test when ``name`` is not installed, without importing it: importing
+    ultralytics here, before vidshard sets its offline environment, would fix its
+    settings directory in the user's home for the whole test process."""
+    if importlib.util.find_spec(name) is None:
+        pytest.skip(f"{name} is not installed")
 
 
 def frame_times(path: Path) -> list[Fraction]:

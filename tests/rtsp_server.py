@@ -48,6 +48,7 @@ LOG = logging.getLogger("rtsp_server")
 HOST = "127.0.0.1"
 DEFAULT_RATE = Fraction(25)  # for a clip that declares no frame rate (variable rate)
 PREROLL_TIMEOUT_S = 20
+REPEAT_LAST_NS = 2**64 - 1  # intervideosrc's longest timeout: never black frames
 CAN_NOT_LISTEN = 3  # the exit status when the port is taken (argparse's errors exit 2)
 
 # The GStreamer elements the server uses, and the Debian package that has each.
@@ -152,7 +153,10 @@ def mount_factory(name: str, caps: Any, args: argparse.Namespace) -> Any:
     keyframe_frames = max(1, round(args.keyframe_s * num / den))
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(
-        f"( intervideosrc channel={name} ! capsfilter name=caps ! queue max-size-buffers=2"
+        # timeout: when the clip's pipeline lags (a loaded machine, the seek at its end)
+        # repeat its last frame rather than send black frames after the default 1 s
+        f"( intervideosrc channel={name} timeout={REPEAT_LAST_NS}"
+        " ! capsfilter name=caps ! queue max-size-buffers=2"
         # One slice per frame: FFmpeg's RTP depacketizer gives each of x264's threaded
         # slices a packet of its own, which its decoder then takes for a whole frame.
         " ! x264enc tune=zerolatency speed-preset=ultrafast threads=1 sliced-threads=false"

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from helpers import EXAMPLES
+from helpers import EXAMPLES, need_package
 from rtsp_fixtures import RtspServer, rtsp_server_fixture
 from stream_fixtures import closed_port, wait_for, write_detectors
 from vidshard.cli.app import app
@@ -428,7 +428,7 @@ def test_the_docs_examples_run_as_written(args: list[str], tmp_path: Path) -> No
         assert result.exit_code == 0, result.output
         assert "768" in result.stdout and "h264" in result.stdout
         return
-    pytest.importorskip("ultralytics")  # --model yolo11n.yaml
+    need_package("ultralytics")  # --model yolo11n.yaml
     assert "--loop" in args and "yolo11n.yaml" in args
     # the model loads within the duration: generous on a loaded machine; the last
     # --duration and --devices given win

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, need_package
 
 DETECT_DOC = (Path(__file__).resolve().parents[2] / "docs" / "detect.md").read_text()
 
@@ -19,7 +19,7 @@ def python_block(text: str, needle: str) -> str:
 
 @pytest.mark.slow
 def test_the_detect_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    pytest.importorskip("ultralytics")
+    need_package("ultralytics")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "examples").symlink_to(EXAMPLES)
     exec(compile(python_block(DETECT_DOC, "vidshard.detect("), "detect.md", "exec"), {})

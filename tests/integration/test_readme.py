@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from tests.clips import ClipSpec, write_clip
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, need_package
 from typer.testing import CliRunner
 
 from vidshard.cli.app import app
@@ -78,7 +78,7 @@ def test_job_service_example(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_python_detect_and_track_example(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("ultralytics")
+    need_package("ultralytics")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "examples").symlink_to(EXAMPLES)
     exec(compile(block_containing("python", "vidshard.track("), "README", "exec"), {})

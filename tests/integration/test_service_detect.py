@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.helpers import need_package
 from tests.squares import FAKE_DETECTOR, write_squares
 
 from vidshard.detection.jsonl import validate_record
@@ -94,7 +95,7 @@ def test_a_detect_job_and_its_checks(client: TestClient) -> None:
 def test_a_config_ultralytics_ships_is_a_model_the_service_takes(client: TestClient) -> None:
     """``yolo11n.yaml`` is no file of the client's: Ultralytics' own config, random
     weights. It is accepted though it is not in model_dirs; a path to a .yaml is not."""
-    pytest.importorskip("ultralytics")
+    need_package("ultralytics")
     body = {"task": "detect", "input": "squares.mp4", "params": {"model": "yolo11n.yaml"}}
     response = client.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text

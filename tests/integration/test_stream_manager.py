@@ -377,4 +377,7 @@ def test_a_stream_its_host_failed_stays_failed_and_frees_its_place(
     add(manager, media, "x", "y")  # one per slot: the failed one holds no place
     assert {manager.get("x").slot, manager.get("y").slot} == {"cpu#0", "cpu#1"}
     assert manager.get("bad").status.state == StreamState.FAILED
-    assert manager.remove("bad").status.state == StreamState.STOPPED
+    removed = manager.remove("bad")  # removing it keeps why it failed
+    assert removed.status.state == StreamState.FAILED and "missing.mp4" in removed.status.reason
+    with pytest.raises(StreamNotFound):
+        manager.get("bad")

@@ -138,7 +138,8 @@ class StreamManager:
         return view
 
     def remove(self, stream_id: str) -> StreamView:
-        """Stop a stream and forget it; its final view (state stopped) is returned."""
+        """Stop a stream and forget it; its final view is returned (state stopped, or failed
+        with its reason when it had failed before)."""
         with self._lock:
             stream = self._find(stream_id)
             stream.removing = True
