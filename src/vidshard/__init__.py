@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 from vidshard.errors import VidshardError
 
 if TYPE_CHECKING:
-    from vidshard.api import detect, run, track, upscale
+    from vidshard.api import detect, generate, run, track, upscale
     from vidshard.client import Client
     from vidshard.engine.upscale import UpscaleOptions, UpscaleResult
 
@@ -19,6 +19,7 @@ __all__ = [
     "VidshardError",
     "__version__",
     "detect",
+    "generate",
     "run",
     "track",
     "upscale",
@@ -30,6 +31,7 @@ _LAZY = {
     "UpscaleOptions": "vidshard.engine.upscale",
     "UpscaleResult": "vidshard.engine.upscale",
     "detect": "vidshard.api",
+    "generate": "vidshard.api",
     "run": "vidshard.api",
     "track": "vidshard.api",
     "upscale": "vidshard.api",

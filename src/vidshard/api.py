@@ -2,10 +2,10 @@
 as the CLI command, checked the same way, the same typed errors).
 
 ``vidshard.upscale(input, output, **options)``, ``vidshard.detect(inputs, output,
-**options)``, ``vidshard.track(...)``, and ``vidshard.run(task_name, ...)`` for any task,
-a package's included. Each also takes ``devices``, ``workers_per_device``,
-``on_progress`` (progress snapshots), ``on_phase`` (phase names) and ``on_note``
-(a video done or failed).
+**options)``, ``vidshard.track(...)``, ``vidshard.generate(image, output, **options)``,
+and ``vidshard.run(task_name, ...)`` for any task, a package's included. Each also takes
+``devices``, ``workers_per_device``, ``on_progress`` (progress snapshots), ``on_phase``
+(phase names) and ``on_note`` (a video done or failed).
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
 from vidshard.engine.detect import DetectResult
+from vidshard.engine.generate import GenerateResult
 from vidshard.engine.upscale import UpscaleResult
+from vidshard.errors import ConfigError
 from vidshard.tasks import Note, default_tasks, run_task
 from vidshard.tasks.base import NoteFn, PhaseFn, ProgressFn, Task
 from vidshard.tasks.options import Cli, option_meta
@@ -24,7 +26,7 @@ from vidshard.tasks.options import Cli, option_meta
 ResultT = TypeVar("ResultT")
 Inputs = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
-__all__ = ["Note", "TaskFunction", "detect", "run", "track", "upscale"]
+__all__ = ["Note", "TaskFunction", "detect", "generate", "run", "track", "upscale"]
 
 
 class TaskFunction(Generic[ResultT]):
@@ -51,7 +53,7 @@ class TaskFunction(Generic[ResultT]):
 
     def __call__(
         self,
-        inputs: Inputs,
+        inputs: Inputs | None = None,
         output: str | os.PathLike[str] | None = None,
         *,
         devices: str = "all",
@@ -62,6 +64,13 @@ class TaskFunction(Generic[ResultT]):
         **options: Any,
     ) -> ResultT:
         task = self.task
+        named = _input_name(task)
+        if named in options and named not in ("input", "inputs"):  # generate(image=...)
+            if inputs is not None:
+                raise ConfigError(f"{task.name}: give the {named} once")
+            inputs = options.pop(named)
+        if inputs is None:
+            raise ConfigError(f"{task.name}: give the {named}")
         return run_task(
             task,
             inputs,
@@ -81,6 +90,7 @@ class TaskFunction(Generic[ResultT]):
 upscale: TaskFunction[UpscaleResult] = TaskFunction("upscale")
 detect: TaskFunction[DetectResult] = TaskFunction("detect")
 track: TaskFunction[DetectResult] = TaskFunction("track")
+generate: TaskFunction[GenerateResult] = TaskFunction("generate")
 
 
 def run(task: str, inputs: Inputs, output: str | os.PathLike[str] | None = None, **kw: Any) -> Any:
@@ -88,9 +98,17 @@ def run(task: str, inputs: Inputs, output: str | os.PathLike[str] | None = None,
     return TaskFunction[Any](task)(inputs, output, **kw)
 
 
+def _input_name(task: Task[Any, Any]) -> str:
+    """What the first argument is called: ``input``, ``inputs``, or the CLI's flag for it
+    (``image`` for ``generate``)."""
+    if task.inputs == "many":
+        return "inputs"
+    return (task.input_flag or "input").lstrip("-").replace("-", "_")
+
+
 def _signature(task: Task[Any, Any]) -> inspect.Signature:
     keyword = inspect.Parameter.KEYWORD_ONLY
-    first = "input" if task.inputs == "one" else "inputs"
+    first = _input_name(task)
     parameters = [
         inspect.Parameter(first, inspect.Parameter.POSITIONAL_OR_KEYWORD),
         inspect.Parameter(

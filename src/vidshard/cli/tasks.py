@@ -131,11 +131,16 @@ def _io_parameters(task: AnyTask) -> list[inspect.Parameter]:
     keyword = inspect.Parameter.KEYWORD_ONLY
     suffixes = ", ".join(task.output_suffixes)
     if task.inputs == "one":
+        given_as: Any = (
+            typer.Argument(help=task.input_help)
+            if task.input_flag is None
+            else typer.Option(task.input_flag, help=task.input_help)
+        )
         return [
             inspect.Parameter(
                 "input",
-                positional,
-                annotation=Annotated[Path, typer.Argument(help=task.input_help)],
+                positional if task.input_flag is None else keyword,
+                annotation=Annotated[Path, given_as],
             ),
             inspect.Parameter(
                 "output",

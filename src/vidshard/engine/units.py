@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vidshard.detection.pipeline import DetectRecipe
+from vidshard.generation.types import GenerationModel, Layout
 from vidshard.media.plan import Segment
 from vidshard.media.source import FileIdentity
 from vidshard.media.types import VideoStreamInfo
@@ -141,8 +142,31 @@ class StreamHostUnit:
         return False  # the host builds its detector from ``recipe`` itself
 
 
+@dataclass(frozen=True)
+class GroupRankUnit:
+    """One rank of a generation group: a long-lived unit pinned to its slot. It joins the
+    group's process group at ``init_method`` once told (``gen_join``), loads ``model``
+    and serves ``gen_run`` / ``gen_cancel`` until ``gen_close``. ``timeout_s`` bounds
+    every collective: a rank that dies or hangs ends the others' units failed."""
+
+    unit_id: str
+    model: GenerationModel
+    layout: Layout
+    rank: int
+    init_method: str  # tcp://127.0.0.1:PORT, chosen by the coordinator
+    timeout_s: float  # the collectives' timeout
+
+    @property
+    def frames(self) -> int:
+        return 0  # no expected length: it has no deadline
+
+    @property
+    def needs_model(self) -> bool:
+        return False  # the rank builds its runner from ``model`` itself
+
+
 WorkUnit = SegmentUnit | SeamUnit | TrackUnit | AnnotateUnit  # short units, with a result
-PinnedUnit = StreamHostUnit  # long-lived units, placed on one slot (``submit_pinned``)
+PinnedUnit = StreamHostUnit | GroupRankUnit  # long-lived units, placed on one slot
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ class LocalExecutor(Executor):
         self._quarantined: set[str] = set()
         self._seconds_per_frame: dict[str, list[float]] = {}  # per job
         self._closed_jobs: set[str] = set()
+        self._cancel_hooks: dict[str, list[Callable[[], None]]] = {}  # per job
         self.restarts = 0  # worker restarts after a failure
         self.units_lost = 0  # units whose worker died or hung (each is retried)
 
@@ -169,6 +170,9 @@ class LocalExecutor(Executor):
         with self._lock:
             self._closed_jobs.add(job_id)
             queued = self._queue.remove_job(job_id)
+            hooks = self._cancel_hooks.pop(job_id, [])
+        for hook in hooks:  # work of the job that runs outside its units (a device group)
+            hook()
         _fail(queued, errors.Cancelled(f"job {job_id} was cancelled"))
         told: set[int] = set()
         deadline = time.monotonic() + wait_s
@@ -194,10 +198,21 @@ class LocalExecutor(Executor):
         with self._lock:
             self._seconds_per_frame.pop(job_id, None)
 
+    def add_cancel_hook(self, job_id: str, hook: Callable[[], None]) -> None:
+        """Call ``hook`` when ``job_id`` is cancelled (at once if it already was): for
+        work of the job that runs outside its own units, as on a device group."""
+        with self._lock:
+            closed = job_id in self._closed_jobs
+            if not closed:
+                self._cancel_hooks.setdefault(job_id, []).append(hook)
+        if closed:
+            hook()
+
     def release_job(self, job_id: str) -> None:
         """Forget a finished job (after :meth:`cancel_job`, once it has stopped)."""
         with self._lock:
             self._closed_jobs.discard(job_id)
+            self._cancel_hooks.pop(job_id, None)
             self._seconds_per_frame.pop(job_id, None)
         self._queue.remove_job(job_id)
 
@@ -464,6 +479,10 @@ class PoolJob(Executor):
 
     def quarantined(self) -> list[str]:
         return self.pool.quarantined()
+
+    def on_cancel(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` when this job is cancelled."""
+        self.pool.add_cancel_hook(self.job_id, hook)
 
     def shutdown(self) -> None:
         self.pool.cancel_job(self.job_id)

@@ -21,7 +21,13 @@ from vidshard import errors
 from vidshard.devices.monitor import SlotRate
 from vidshard.devices.types import DeviceSlot
 from vidshard.engine.events import UnitFinished, UnitProgress, UnitStarted, WorkerDown, WorkerUp
-from vidshard.engine.units import PinnedUnit, StreamHostUnit, UnitResult, WorkUnit
+from vidshard.engine.units import (
+    GroupRankUnit,
+    PinnedUnit,
+    StreamHostUnit,
+    UnitResult,
+    WorkUnit,
+)
 
 from .base import EventSink, MessageSink, PinnedRun, Recipe, SlotState, WorkerLost
 from .boot import WorkerProcess, launch
@@ -116,6 +122,8 @@ class SlotWorker:
         model = self.model.name if self.model is not None else None
         if task is not None and isinstance(task.unit, StreamHostUnit):
             model = task.unit.recipe.name  # a stream host builds its own detector
+        elif task is not None and isinstance(task.unit, GroupRankUnit):
+            model = task.unit.model.name  # a generation rank loads its own runner
         return SlotState(
             label=self.slot.label,
             device=self.slot.device.label,
@@ -281,7 +289,7 @@ class SlotWorker:
         kind = message[0]
         if kind == "log":
             relay_log(message, label)
-        elif kind in ("stream_status", "stream_records"):
+        elif kind in ("stream_status", "stream_records") or kind.startswith("gen_"):
             if task.on_message is not None:
                 task.on_message(message)
         elif kind == "progress":

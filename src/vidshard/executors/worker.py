@@ -122,7 +122,7 @@ class _Inbox:
             except Exception:  # its bytes were read: the pipe is fine, the next one may be
                 logger.exception("a message from the coordinator could not be read")
                 continue
-            if message[0] in ("stream_add", "stream_remove"):
+            if message[0] in ("stream_add", "stream_remove") or message[0].startswith("gen_"):
                 self.commands.put(message)
                 continue
             if message[0] == "cancel":
@@ -199,7 +199,13 @@ def _serve(
     slot: DeviceSlot | None = None,
 ) -> None:
     from vidshard.engine.segment import run_seam, run_segment
-    from vidshard.engine.units import AnnotateUnit, SegmentUnit, StreamHostUnit, TrackUnit
+    from vidshard.engine.units import (
+        AnnotateUnit,
+        GroupRankUnit,
+        SegmentUnit,
+        StreamHostUnit,
+        TrackUnit,
+    )
 
     while True:
         message = inbox.next()
@@ -231,6 +237,12 @@ def _serve(
             elif isinstance(unit, StreamHostUnit):
                 token = message[2] if len(message) > 2 else unit_id
                 result = _host_streams(unit, token, inbox, channel, slot)
+            elif isinstance(unit, GroupRankUnit):
+                from vidshard.generation.group_rank import serve_rank
+
+                token = message[2] if len(message) > 2 else unit_id
+                device = slot.torch_device if slot is not None else "cpu"
+                result = serve_rank(unit, token, inbox, channel.send, device)
             else:
                 result = run_seam(unit, report, cancel=inbox.cancel)
             report.flush()

@@ -8,8 +8,8 @@ import uuid
 from pathlib import Path
 
 from vidshard.errors import VidshardError
-from vidshard.media import probe
 from vidshard.media.source import FileIdentity, file_identity
+from vidshard.tasks.registry import AnyTask
 
 from . import security
 from .auth import Principal, upload_owner, write_upload_owner
@@ -72,11 +72,12 @@ class JobInputs:
         return files[0]
 
 
-def probe_input(source: str, kind: InputKind, identity: FileIdentity | None) -> None:
-    """Probe an input at submit; an upload's problem names the upload, not the server path
-    it was stored at (the client knows its file by name)."""
+def probe_input(task: AnyTask, source: str, kind: InputKind, identity: FileIdentity | None) -> None:
+    """Check an input at submit as its task reads it (a video probed, an image opened);
+    an upload's problem names the upload, not the server path it was stored at (the
+    client knows its file by name)."""
     try:
-        probe(Path(source), identity)
+        task.check_input(Path(source), identity)
     except VidshardError as exc:
         if kind == "upload":
             exc.args = (str(exc).replace(source, f"upload {Path(source).name}"),)

@@ -26,7 +26,7 @@ from vidshard.devices import discover_devices, parse_device_spec
 from vidshard.devices.monitor import DeviceMonitor
 from vidshard.devices.types import DeviceStatus
 from vidshard.engine.progress import ProgressSnapshot
-from vidshard.errors import Cancelled, InputError, VidshardError
+from vidshard.errors import Cancelled, ConfigError, InputError, VidshardError
 from vidshard.executors.base import Executor, Recipe, SlotState
 from vidshard.executors.local import LocalExecutor
 from vidshard.media.source import FileIdentity
@@ -188,6 +188,9 @@ class JobService:
                 part.stop()
             except Exception:
                 logger.exception("%s did not stop cleanly", type(part).__name__)
+        from vidshard.engine.generate import close_shared_keeper
+
+        close_shared_keeper(self.pool)  # its device groups (generate jobs) are dismissed
         if self._own_pool:
             self.pool.shutdown()
         with self._lock:
@@ -248,10 +251,16 @@ class JobService:
         others = {t.name: t.options_type for t in self.tasks if t is not task}
         options = options_from_request(task.options_type, request.params, self.settings, others)
         prepared = task.check(options, self.models)  # refused now if it cannot work
+        needed, slots = task.slots_needed(options), len(self.pool.slot_states())
+        if needed > slots:
+            raise ConfigError(
+                f"the job needs {needed} slots at once (a device group); this server has "
+                f"{slots} slot(s)"
+            )
         default_name = task.output_name(source_name, options, prepared)
         suffixes = task.output_suffixes
         if kind != "url":
-            probe_input(source, kind, identity)  # not a video: refused now, not in an hour
+            probe_input(task, source, kind, identity)  # unreadable: refused now, not in an hour
         if request.output_name is not None:
             name = security.check_output_name(request.output_name, suffixes)
         else:

@@ -145,6 +145,9 @@ class ServiceSettings(BaseSettings):
     """How long a finished job and its output are kept."""
     max_running_jobs: int = Field(2, ge=1)
     default_model: str = Field("lanczos", min_length=1)
+    default_generate_model: str | None = Field(None, min_length=1)
+    """The model folder (in ``model_dirs``) a ``generate`` job uses when it names none:
+    seed 002's requests name none."""
     log_level: LogLevel = "info"
     stream_url_schemes: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(STREAM_SCHEMES)

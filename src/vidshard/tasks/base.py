@@ -139,6 +139,7 @@ class Task(ABC, Generic[OptionsT, ResultT]):
     default_output: ClassVar[str | None] = None  # the CLI's -o when none is given
     progress_unit: ClassVar[str] = "frames"
     input_help: ClassVar[str] = "Video file."
+    input_flag: ClassVar[str | None] = None  # the CLI's input as this option, not positional
 
     def options(self, values: Mapping[str, Any], naming: Naming = "python") -> OptionsT:
         """The task's options from ``values`` (a typed error names each bad one)."""
@@ -149,6 +150,17 @@ class Task(ABC, Generic[OptionsT, ResultT]):
     def check(self, options: OptionsT, models: ModelAccess) -> Any:
         """Check the models and options before any work (cheap, in the coordinator) and
         return what the workers build (a ``ModelRef``, a ``DetectRecipe``...)."""
+
+    def slots_needed(self, options: OptionsT) -> int:
+        """The slots one run holds at once (a device group's size); the service refuses
+        at submit a job that its pool has too few slots for."""
+        return 1
+
+    def check_input(self, path: Path, identity: FileIdentity | None) -> None:
+        """Refuse, at submit, an input this task cannot read: a video is probed."""
+        from vidshard.media import probe
+
+        probe(path, identity)
 
     def output_name(self, source: Path, options: OptionsT, prepared: Any) -> str:
         """The output's file name when a service request names none."""

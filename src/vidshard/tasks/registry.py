@@ -68,9 +68,10 @@ class TaskRegistry:
 
 def builtin_tasks() -> tuple[AnyTask, ...]:
     from .detect import DetectTask, TrackTask
+    from .generate import GenerateTask
     from .upscale import UpscaleTask
 
-    return (UpscaleTask(), DetectTask(), TrackTask())
+    return (UpscaleTask(), DetectTask(), TrackTask(), GenerateTask())
 
 
 def plugin_tasks() -> tuple[AnyTask, ...]:

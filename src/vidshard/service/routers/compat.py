@@ -12,14 +12,14 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import PurePath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Header
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from vidshard.errors import InputError
+from vidshard.errors import ConfigError, InputError
 
 from ..auth import Principal
 from ..errors import NotFound
@@ -36,6 +36,9 @@ IdempotencyKey = Annotated[str | None, Header(max_length=255)]
 
 celery = APIRouter(tags=["compat: Celery SR service"])
 generation = APIRouter(prefix="/video", tags=["compat: video-generation service"])
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class Unsupported(InputError):
@@ -344,37 +347,161 @@ def generation_view(live: LiveJob, viewer: Viewer) -> VideoStatusView:
     )
 
 
-def _submit_body(body: dict[str, Any]) -> VideoSubmitRequest:
-    """The body as a vidshard job, once it is not a generation request."""
-    generate = sorted(GENERATE_FIELDS & body.keys())
-    if generate or body.get("task") == "generate":
-        got = f" (got {', '.join(generate)})" if generate else ""
-        raise Unsupported(
-            "the 'generate' task (image-to-video) is not available in this server yet"
-            f"{got}; submit an upscale job instead: "
-            '{"task": "upscale", "video_path": ..., "params": {...}}'
+class GenerationSubmitRequest(BaseModel):
+    """POST /video/submit as seed 002 sent it: an image-to-video request, run as a
+    vidshard ``generate`` job. One image: ``image_url`` (the seed's), or vidshard's
+    ``image_path`` (a server path) or ``upload_id``. Values are checked by the generate
+    task, and a problem names the seed's field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(max_length=4000)
+    image_url: str | None = Field(None, min_length=1, max_length=4096)
+    image_path: str | None = Field(None, min_length=1, max_length=4096)
+    upload_id: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
+    image_size: str = Field("1280*720", max_length=20)
+    num_frames: int = 81
+    guidance_scale: float = 3.0
+    infer_steps: int = 30
+    seed: int | None = None
+    negative_prompt: str | None = Field(None, max_length=4000)
+    vae_parallel: bool = False
+    ulysses_size: int = 1
+    dit_fsdp: bool = False
+    t5_fsdp: bool = False
+    cfg_size: int = 1
+    use_attentioncache: bool = False
+    start_step: int = 12
+    attentioncache_interval: int = 4
+    end_step: int | None = None  # the seed's 37 assumed 40 steps; left out: the last step
+    sample_solver: str = Field("unipc", max_length=32)
+    sample_shift: float = 5.0
+    model: str | None = Field(None, min_length=1, max_length=4096, description="vidshard's")
+    priority: int = Field(0, ge=-100, le=100)
+    output_name: str | None = Field(None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_image(self) -> GenerationSubmitRequest:
+        given = [n for n in ("image_url", "image_path", "upload_id") if getattr(self, n)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of image_url, image_path (a server path) or upload_id"
+                + (f"; got {', '.join(given)}" if given else "")
+            )
+        if self.cfg_size not in (1, 2):
+            raise ValueError(f"cfg_size: expected 1 or 2, got {self.cfg_size}")
+        return self
+
+    def job_request(self) -> JobRequest:
+        params: dict[str, Any] = {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt or "",
+            "size": self.image_size,
+            "frames": self.num_frames,
+            "guidance": self.guidance_scale,
+            "steps": self.infer_steps,
+            "seed": self.seed,
+            "vae_parallel": self.vae_parallel,
+            "ulysses": self.ulysses_size,
+            "fsdp": self.dit_fsdp or self.t5_fsdp,  # vidshard shards both together
+            "cfg_parallel": self.cfg_size == 2,
+            "attention_cache": self.use_attentioncache,
+            "cache_start_step": self.start_step,
+            "cache_interval": self.attentioncache_interval,
+            "cache_end_step": self.end_step,
+            "solver": self.sample_solver,
+            "shift": self.sample_shift,
+        }
+        if self.model is not None:
+            params["model"] = self.model
+        return JobRequest(
+            task="generate",
+            input=self.image_path,
+            upload_id=self.upload_id,
+            input_url=self.image_url,
+            params=params,
+            priority=self.priority,
+            output_name=self.output_name,
         )
+
+
+# vidshard's option -> the seed's field, for messages about a seed 002 request
+SEED_002_NAMES = {
+    "negative_prompt": "negative_prompt",
+    "size": "image_size",
+    "frames": "num_frames",
+    "guidance": "guidance_scale",
+    "steps": "infer_steps",
+    "seed": "seed",
+    "vae_parallel": "vae_parallel",
+    "ulysses": "ulysses_size",
+    "fsdp": "dit_fsdp",
+    "cfg_parallel": "cfg_size",
+    "attention_cache": "use_attentioncache",
+    "cache_start_step": "start_step",
+    "cache_interval": "attentioncache_interval",
+    "cache_end_step": "end_step",
+    "solver": "sample_solver",
+    "shift": "sample_shift",
+    "prompt": "prompt",
+    "model": "model",
+}
+SEED_002_WORDS = {  # words of check messages that name vidshard's options
+    "attention cache start_step": "start_step",
+    "attention cache end_step": "end_step",
+    "attention cache interval": "attentioncache_interval",
+}
+
+
+def seed_002_message(text: str) -> str:
+    """A generate job's problem in the words of seed 002's request."""
+    text = re.sub(r"params\.([a-z_]+)", lambda m: SEED_002_NAMES.get(m[1], f"params.{m[1]}"), text)
+    for ours, theirs in SEED_002_WORDS.items():
+        text = text.replace(ours, theirs)
+    return text
+
+
+def _validated(model: type[ModelT], body: dict[str, Any]) -> ModelT:
     try:
-        return VideoSubmitRequest.model_validate(body)
+        return model.model_validate(body)
     except ValidationError as exc:  # answered like a body FastAPI validated itself
         raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+def _submit_body(body: dict[str, Any]) -> VideoSubmitRequest | GenerationSubmitRequest:
+    """The body as a vidshard job: a generation request (any of seed 002's fields, or
+    task generate in the envelope), or a job of another task in vidshard's envelope."""
+    if GENERATE_FIELDS & body.keys() and "task" not in body:
+        return _validated(GenerationSubmitRequest, body)
+    return _validated(VideoSubmitRequest, body)
 
 
 @generation.post("/submit", status_code=202, response_model=VideoSubmitView)
 def video_submit(
     body: Annotated[
         dict[str, Any],
-        Body(description="a vidshard job in the envelope: task, video_path, params, priority"),
+        Body(
+            description="seed 002's generation request (prompt, image_url, ...), or a "
+            "vidshard job in the envelope: task, video_path, params, priority"
+        ),
     ],
     service: Service,
     viewer: Viewing,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    """Queue a job. A generation request (prompt, image_url, ...) is refused with 422
-    until vidshard has a 'generate' task; a repeat with the same ``Idempotency-Key``
-    returns the first job (200 instead of 202)."""
-    request = _submit_body(body).job_request()
-    live, created = _submit(service, request, idempotency_key, viewer.principal)
+    """Queue a job: seed 002's image-to-video request (prompt, image_url, image_size,
+    num_frames, ...) as a ``generate`` job, or any task in vidshard's envelope (task,
+    video_path, params); a repeat with the same ``Idempotency-Key`` returns the first job
+    (200 instead of 202)."""
+    parsed = _submit_body(body)
+    request = parsed.job_request()
+    try:
+        live, created = _submit(service, request, idempotency_key, viewer.principal)
+    except (ConfigError, InputError) as exc:
+        if not isinstance(parsed, GenerationSubmitRequest):
+            raise
+        exc.args = (seed_002_message(str(exc)),)
+        raise
     return JSONResponse(
         VideoSubmitView(requestId=live.record.id).model_dump(mode="json"),
         status_code=202 if created else 200,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
 
 from vidshard.executors.base import SlotState
 
@@ -79,6 +80,62 @@ def _slot_view(slot: SlotState, viewer: Viewer, mine: set[str]) -> SlotView:
 def devices(service: Service, viewer: Viewing) -> list[DeviceView]:
     """Each device of the pool: memory, utilisation, temperature, its slots and their fps."""
     return device_views(service, viewer)
+
+
+class GroupSlotView(BaseModel):
+    """One generation group: the slots it holds, what it is doing."""
+
+    group_id: str
+    model: str | None = Field(description="the model folder's name (shown to its owner)")
+    ranks: int
+    ulysses: int
+    cfg: int
+    fsdp: bool
+    vae_parallel: bool
+    slots: list[str]
+    state: str = Field(description="forming, loading, idle, busy or closing")
+    job: str | None
+    step: int
+    total_steps: int
+    load_seconds: float
+    requests: int = Field(description="requests it has finished (loaded once for all)")
+
+
+class GroupList(BaseModel):
+    groups: list[GroupSlotView]
+
+
+@router.get("/v1/generation/groups", response_model=GroupList, dependencies=[Depends(require_key)])
+def generation_groups(service: Service, viewer: Viewing) -> GroupList:
+    """The device groups of ``generate`` jobs: a loaded group stays for the next request
+    with the same model and layout, until idle for a while or its slots are wanted."""
+    from vidshard.engine.generate import shared_groups
+
+    groups = shared_groups(service.pool)
+    mine = _own_jobs(service, viewer.principal, {g.job for g in groups if g.job is not None})
+    views = []
+    for group in groups:
+        shown = viewer.principal.admin or group.job in mine
+        layout = group.layout
+        views.append(
+            GroupSlotView(
+                group_id=group.group_id,
+                model=group.model if shown else None,
+                ranks=layout.world,
+                ulysses=layout.ulysses,
+                cfg=layout.cfg,
+                fsdp=layout.fsdp,
+                vae_parallel=layout.vae_parallel,
+                slots=list(group.slots),
+                state=group.state,
+                job=group.job if shown else None,
+                step=group.step,
+                total_steps=group.total_steps,
+                load_seconds=round(group.load_seconds, 3),
+                requests=group.requests,
+            )
+        )
+    return GroupList(groups=views)
 
 
 @router.get("/health")
