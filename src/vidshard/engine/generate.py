@@ -129,7 +129,9 @@ def _image_size(data: bytes, label: str) -> tuple[int, int]:
             if width * height > MAX_IMAGE_PIXELS:
                 raise InputError(f"image {label} is too large: {width}x{height}")
             opened.verify()
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, ImportError):
+        # ImportError: ultralytics, once imported, wraps Image.open to try a HEIF plugin
+        # on a file Pillow cannot identify, and fails when that plugin is not installed.
         raise InputError(f"{label} is not an image (PNG, JPEG, WebP, BMP...)") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated, corrupt
         raise InputError(f"{label} is not an image vidshard can read: {exc}") from None

@@ -251,7 +251,8 @@ class JobService:
         others = {t.name: t.options_type for t in self.tasks if t is not task}
         options = options_from_request(task.options_type, request.params, self.settings, others)
         prepared = task.check(options, self.models)  # refused now if it cannot work
-        needed, slots = task.slots_needed(options), len(self.pool.slot_states())
+        needed = task.slots_needed(options)
+        slots = len(self.pool.slot_states()) if needed > 1 else needed
         if needed > slots:
             raise ConfigError(
                 f"the job needs {needed} slots at once (a device group); this server has "

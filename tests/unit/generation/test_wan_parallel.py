@@ -89,19 +89,19 @@ def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max())
 
 
-def test_one_rank_is_the_diffusers_pipeline(wan, requests, reference) -> None:
-    """The runner's own loop reproduces WanImageToVideoPipeline.__call__ exactly."""
+def _diffusers_frames(model, image, request, *, tiling: bool = False):  # type: ignore[no-untyped-def]
+    """diffusers' own pipeline on one thread (the tiled VAE decode with the test tiles)."""
     import torch
     from diffusers import WanImageToVideoPipeline
     from PIL import Image
 
-    model, image = wan
-    request = requests["base"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         pipe = WanImageToVideoPipeline.from_pretrained(str(model), dtype=torch.float32)
-        frames = pipe(
+        if tiling:
+            pipe.vae.enable_tiling(16, 16, 8, 8)
+        return pipe(
             image=Image.open(image).convert("RGB"),
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
@@ -115,6 +115,13 @@ def test_one_rank_is_the_diffusers_pipeline(wan, requests, reference) -> None:
         ).frames[0]
     finally:
         torch.set_num_threads(threads)
+
+
+def test_one_rank_is_the_diffusers_pipeline(wan, requests, reference) -> None:
+    """The runner's own loop reproduces WanImageToVideoPipeline.__call__ exactly."""
+    model, image = wan
+    request = requests["base"]
+    frames = _diffusers_frames(model, image, request)
     assert _max_diff(frames, reference["base"]) == 0.0
 
 
@@ -182,10 +189,6 @@ def test_fsdp_equals_one_rank(wan, requests, reference, tmp_path, layout) -> Non
 
 def test_parallel_vae_equals_one_rank_tiled_decode(wan, requests, reference, tmp_path) -> None:
     """Tiles spread over 2 ranks give exactly one device's tiled decode."""
-    import torch
-    from diffusers import WanImageToVideoPipeline
-    from PIL import Image
-
     model, image = wan
     request = requests["base"]
     tiled_one = run_single(model, [Step(request)], Layout(1, vae_parallel=True), TinyTileRunner)
@@ -200,25 +203,7 @@ def test_parallel_vae_equals_one_rank_tiled_decode(wan, requests, reference, tmp
     # tiling does change the picture (the tiles really were split and blended)
     assert _max_diff(tiled_one[0].value, reference["base"]) > 0.0
     # and the runner's tile loop is diffusers' own tiled_decode
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        pipe = WanImageToVideoPipeline.from_pretrained(str(model), dtype=torch.float32)
-        pipe.vae.enable_tiling(16, 16, 8, 8)
-        frames = pipe(
-            image=Image.open(image).convert("RGB"),
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            height=32,
-            width=32,
-            num_frames=5,
-            num_inference_steps=STEPS,
-            guidance_scale=request.guidance,
-            generator=torch.Generator().manual_seed(request.seed),
-            output_type="np",
-        ).frames[0]
-    finally:
-        torch.set_num_threads(threads)
+    frames = _diffusers_frames(model, image, request, tiling=True)
     assert _max_diff(frames, tiled_one[0].value) == 0.0
 
 
