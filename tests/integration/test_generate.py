@@ -198,3 +198,27 @@ def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr
     assert frames_of(tmp_path / "car-gen.mp4").shape == (9, 32, 32, 3)
+
+
+def test_an_image_swapped_after_its_check_is_refused(image: Path, tmp_path: Path) -> None:
+    """The service checks an input's identity at submit; the run opens the image once,
+    refuses it if it is no longer that file, and hands the ranks a private copy."""
+    from vidshard.engine.generate import staged_image
+    from vidshard.errors import InputChanged
+    from vidshard.media.source import file_identity
+
+    mine = tmp_path / "in.png"
+    mine.write_bytes(image.read_bytes())
+    checked = file_identity(mine)
+    with staged_image(mine, checked, tmp_path) as staged:
+        assert staged.read_bytes() == mine.read_bytes() and staged.name.startswith(".")
+    assert not staged.exists()
+    swapped = tmp_path / "other.png"
+    test_image(swapped, (48, 40), seed=1)
+    swapped.replace(mine)  # another file at the checked path
+    with (
+        pytest.raises(InputChanged, match="names another file"),
+        staged_image(mine, checked, tmp_path),
+    ):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
