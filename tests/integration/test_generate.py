@@ -83,7 +83,7 @@ def test_the_python_api_same_seed_same_video(model: Path, image: Path, tmp_path:
             frames=5,
             steps=2,
             seed=seed,
-            devices="cpu:1",
+            devices="cpu:2",  # one torch thread a rank: the same sums in the same order
             on_progress=lambda snap: seen.append(snap.frames_done),
         )
         for name, seed in (("a", 3), ("b", 3), ("c", 4))
