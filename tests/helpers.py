@@ -80,3 +80,17 @@ class {class_name}:
         time.sleep({per_frame_s} * len(batch))
         return batch.repeat(2, axis=1).repeat(2, axis=2)
 '''
+
+
+def same_video(a: object, b: object) -> bool:
+    """Two decoded videos ((F, H, W, 3) uint8) from the same generated frames: equal but
+    for the encoder. The frames themselves are compared exactly in
+    tests/unit/generation; x264 now and then encodes identical tiny frames a few levels
+    apart (up to 8 of 255 seen on 32x32), where another seed differs by tens on average."""
+    import numpy as np
+
+    first, second = np.asarray(a, dtype=int), np.asarray(b, dtype=int)
+    if first.shape != second.shape:
+        return False
+    difference = np.abs(first - second)
+    return bool(difference.max() <= 16 and difference.mean() < 0.5)

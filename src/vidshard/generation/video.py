@@ -14,9 +14,9 @@ import numpy as np
 from vidshard.errors import MediaError, OutputError, write_failure
 from vidshard.media.writer import EncodeSettings, SegmentWriter
 
-# One encoder thread: x264's threaded rate control gave a seed's video other bytes now and
-# then (measured here: 2 of 8 encodes of identical frames); one thread gives the same mp4
-# for the same frames, and a few seconds for 81 frames at 720p.
+# One encoder thread: x264's threaded encode gave identical frames other bytes now and
+# then (measured here: 2 of 8 encodes); on one thread it is rarer but still seen on tiny
+# (32x32) test videos, a few levels apart. It costs a few seconds for 81 frames at 720p.
 SETTINGS = EncodeSettings(codec="libx264", crf=18, preset="medium", pix_fmt="yuv420p", threads=1)
 
 
