@@ -19,6 +19,7 @@ from vidshard.engine.detect import DetectResult
 from vidshard.engine.generate import GenerateResult
 from vidshard.engine.upscale import UpscaleResult
 from vidshard.errors import ConfigError
+from vidshard.executors.registry import executor_spec
 from vidshard.tasks import Note, default_tasks, run_task
 from vidshard.tasks.base import NoteFn, PhaseFn, ProgressFn, Task
 from vidshard.tasks.options import Cli, option_meta
@@ -58,6 +59,8 @@ class TaskFunction(Generic[ResultT]):
         *,
         devices: str = "all",
         workers_per_device: int = 1,
+        executor: str = "local",
+        ray_address: str | None = None,
         on_progress: ProgressFn | None = None,
         on_phase: PhaseFn | None = None,
         on_note: NoteFn | None = None,
@@ -78,6 +81,7 @@ class TaskFunction(Generic[ResultT]):
             task.options(options, "python"),
             devices=devices,
             workers_per_device=workers_per_device,
+            executor=executor_spec(executor, ray_address),
             on_progress=on_progress,
             on_phase=on_phase,
             on_note=on_note,
@@ -125,6 +129,8 @@ def _signature(task: Task[Any, Any]) -> inspect.Signature:
     for name, default in (
         ("devices", "all"),
         ("workers_per_device", 1),
+        ("executor", "local"),
+        ("ray_address", None),
         ("on_progress", None),
         ("on_phase", None),
         ("on_note", None),
@@ -141,7 +147,8 @@ def _doc(task: Task[Any, Any]) -> str:
         lines.append(f"    {name}: {info.description or ''}{where}")
     lines += [
         "",
-        "Also: devices, workers_per_device, on_progress, on_phase, on_note.",
+        "Also: devices, workers_per_device, executor (local or ray), ray_address,",
+        "on_progress, on_phase, on_note.",
         "Raises a vidshard.VidshardError subclass for bad input.",
     ]
     return "\n".join(lines)

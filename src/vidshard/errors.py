@@ -37,6 +37,10 @@ class ConfigError(VidshardError):
     """An option has a value outside its range."""
 
 
+class StorageError(ConfigError):
+    """A node of the cluster cannot read a job's input or write to its work dir."""
+
+
 class MediaError(VidshardError):
     """Decoding, encoding or joining failed on a file that probed as valid."""
 

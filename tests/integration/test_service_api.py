@@ -422,9 +422,9 @@ def test_metrics_count_jobs_frames_and_slots(client: TestClient) -> None:
     assert metrics['vidshard_jobs{state="succeeded"}'] == listed["total"]
     assert "vidshard_queue_depth" in metrics
     assert metrics["vidshard_frames_processed_total"] >= 24
-    assert metrics['vidshard_slot_up{slot="cpu#0",device="cpu"}'] == 1
-    assert 'vidshard_slot_fps{slot="cpu#1",device="cpu"}' in metrics
-    assert metrics['vidshard_device_memory_total_bytes{device="cpu"}'] > 0
+    assert metrics['vidshard_slot_up{slot="cpu#0",device="cpu",node="local"}'] == 1
+    assert 'vidshard_slot_fps{slot="cpu#1",device="cpu",node="local"}' in metrics
+    assert metrics['vidshard_device_memory_total_bytes{device="cpu",node="local"}'] > 0
     assert metrics["vidshard_unit_retries_total"] == 0
     assert metrics["vidshard_worker_restarts_total"] == 0
 

@@ -148,5 +148,5 @@ def test_health_turns_unhealthy_when_every_worker_is_dead(
         assert body["quarantined"] == ["cpu"]
         assert "no worker slot is alive" in body["reasons"]
         metrics = httpx.get(f"{server.url}/metrics").text
-        assert 'vidshard_device_quarantined{device="cpu"} 1' in metrics
-        assert 'vidshard_slot_up{slot="cpu#0",device="cpu"} 0' in metrics
+        assert 'vidshard_device_quarantined{device="cpu",node="local"} 1' in metrics
+        assert 'vidshard_slot_up{slot="cpu#0",device="cpu",node="local"} 0' in metrics

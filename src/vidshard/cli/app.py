@@ -111,6 +111,12 @@ def serve(
         str | None, typer.Option("--devices", "-d", help="Slots of the shared pool (default all).")
     ] = None,
     workers_per_device: Annotated[int | None, typer.Option(help="Slots per device.")] = None,
+    executor: Annotated[
+        str | None, typer.Option(help="local (default) or ray: the pool on a Ray cluster.")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="With --executor ray: auto, host:port, or none.")
+    ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(help="Job store, uploads and outputs (default ~/.local/share/vidshard)."),
@@ -152,6 +158,8 @@ def serve(
             port=port,
             devices=devices,
             workers_per_device=workers_per_device,
+            executor=executor,
+            ray_address=ray_address,
             data_dir=data_dir,
             input_roots=input_root or None,
             output_root=output_root,

@@ -183,8 +183,9 @@ class StreamSession:
         self._closing = False
         self._started_s = time.monotonic()
 
-    def run(self, slots: Sequence[Any]) -> int:
-        """Run until the duration, a signal or the end of every stream; the exit status."""
+    def run(self, slots: Sequence[Any], pool: Any = None) -> int:
+        """Run until the duration, a signal or the end of every stream, on ``pool`` (a
+        new local one by default); the exit status."""
         from vidshard.executors.local import LocalExecutor
 
         ids = [s.stream_id for s in self.sources]
@@ -193,7 +194,7 @@ class StreamSession:
             for source in self.sources:
                 line = f"{source.stream_id}: {_shown_url(source.url)}"
                 console.err.print(line, highlight=False, markup=False, soft_wrap=True)
-        pool = LocalExecutor()
+        pool = pool if pool is not None else LocalExecutor()
         try:
             with self._signals(), self._display():
                 try:

@@ -28,7 +28,7 @@ from vidshard.tasks.options import build_options
 
 from . import console
 from .stream_session import Show, StreamSession, check_webhook, parse_sources
-from .tasks import exposed_options, option_parameter, option_values
+from .tasks import EXECUTOR_PARAMETERS, exposed_options, option_parameter, option_values
 
 streams_app = typer.Typer(
     name="streams",
@@ -64,6 +64,7 @@ RUN_PARAMETERS: tuple[tuple[str, Any, Any], ...] = (
         "all",
     ),
     ("workers_per_device", Annotated[int, typer.Option(help="Worker slots per device.")], 1),
+    *EXECUTOR_PARAMETERS,
     (
         "per_slot_limit",
         Annotated[int, typer.Option(help="The most streams one slot hosts.")],
@@ -129,8 +130,9 @@ streams_app.command(
 
 
 def _run(given: dict[str, Any]) -> int:
-    from vidshard.devices import discover_devices, parse_device_spec
     from vidshard.engine.output_dirs import check_creatable_dir, ensure_dir
+    from vidshard.executors.local import LocalExecutor
+    from vidshard.executors.registry import executor_spec, executor_with_slots
     from vidshard.streams.options import stream_recipe
     from vidshard.tasks import AnyModelFile
 
@@ -144,10 +146,12 @@ def _run(given: dict[str, Any]) -> int:
     if options.webhook_url is not None:
         check_webhook(options.webhook_url)
     recipe = stream_recipe(options, AnyModelFile("cli"))  # a missing model: exit 2, now
-    devices = [status.device for status in discover_devices()]
-    slots = parse_device_spec(
-        given["devices"], devices, workers_per_device=given["workers_per_device"]
+    pool, slots = executor_with_slots(
+        executor_spec(given["executor"], given["ray_address"]),
+        given["devices"],
+        given["workers_per_device"],
     )
+    assert isinstance(pool, LocalExecutor)  # both built-in backends host streams
     output: Path | None = given["output"]
     if output is not None:  # made last: a mistake found before leaves nothing behind
         output = expand_user(output).absolute()
@@ -168,7 +172,7 @@ def _run(given: dict[str, Any]) -> int:
         duration_s=duration_s,
         show=show,
     )
-    return session.run(slots)
+    return session.run(slots, pool)
 
 
 # --- streams probe --------------------------------------------------------------------

@@ -21,12 +21,32 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from vidshard.errors import InputError
+from vidshard.executors.registry import executor_spec
 from vidshard.tasks import AnyModelFile, Note, TaskRegistry, run_task
 from vidshard.tasks.options import Cli, TaskOptions, cli_flags, option_meta
 from vidshard.tasks.registry import AnyTask
 
 from . import console
 
+# Where the workers run: every command that starts workers takes these.
+EXECUTOR_PARAMETERS: tuple[tuple[str, Any, Any], ...] = (
+    (
+        "executor",
+        Annotated[
+            str,
+            typer.Option(help="local (processes here) or ray (actors on a Ray cluster)."),
+        ],
+        "local",
+    ),
+    (
+        "ray_address",
+        Annotated[
+            str | None,
+            typer.Option(help="With --executor ray: auto, host:port, or none to start one."),
+        ],
+        None,
+    ),
+)
 # Parameters every task command takes besides its options: (name, annotation, default).
 RUN_PARAMETERS: tuple[tuple[str, Any, Any], ...] = (
     (
@@ -38,6 +58,7 @@ RUN_PARAMETERS: tuple[tuple[str, Any, Any], ...] = (
         "all",
     ),
     ("workers_per_device", Annotated[int, typer.Option(help="Worker slots per device.")], 1),
+    *EXECUTOR_PARAMETERS,
     ("quiet", Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")], False),
     ("as_json", Annotated[bool, typer.Option("--json", help="Print the result as JSON.")], False),
 )
@@ -89,6 +110,7 @@ def _run(task: AnyTask, options: dict[str, FieldInfo], given: dict[str, Any]) ->
             checked,
             devices=given["devices"],
             workers_per_device=given["workers_per_device"],
+            executor=executor_spec(given["executor"], given["ray_address"]),
             on_progress=display.update,
             on_phase=display.phase,
             on_note=None if quiet or as_json else _print_note,

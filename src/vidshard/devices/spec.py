@@ -118,7 +118,7 @@ def _pick(spec: str, kind: str, arg: str, devices: Sequence[Device]) -> list[Dev
 def _cpu_slot_count(spec: str, arg: str | None) -> int:
     if arg is None:
         return 1
-    if arg.isdigit():
+    if arg.isascii() and arg.isdigit():
         if int(arg) < 1:
             raise DeviceError(
                 f"device spec {spec!r}: 'cpu:{arg}' asks for no slots (expected cpu:N, N >= 1)"

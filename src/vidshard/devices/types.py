@@ -17,16 +17,22 @@ VISIBILITY_VARIABLE: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Device:
-    """One physical device. ``index`` is the system-wide index (CPU: always 0)."""
+    """One physical device. ``index`` is the system-wide index (CPU: always 0).
+
+    ``node`` names the machine in a cluster (its address; see the Ray executor): ""
+    on this machine, where labels stay ``cuda:0``; in a cluster they read
+    ``10.0.0.7/cuda:0``."""
 
     kind: DeviceKind
     index: int = 0
     name: str = ""
     memory_total_bytes: int | None = None
+    node: str = ""
 
     @property
     def label(self) -> str:
-        return "cpu" if self.kind == "cpu" else f"{self.kind}:{self.index}"
+        local = "cpu" if self.kind == "cpu" else f"{self.kind}:{self.index}"
+        return f"{self.node}/{local}" if self.node else local
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,9 @@ class DeviceSlot:
     slot_id: int
     device: Device
     cpu_threads: int | None = None  # torch intra-op threads for the worker; None: default
+    # What the visibility variable names, when not ``device.index``: on a cluster's
+    # node, the accelerator Ray gave the slot's actor (an index, a UUID or a MIG id).
+    visible_id: str | None = None
 
     @property
     def label(self) -> str:
@@ -53,7 +62,8 @@ class DeviceSlot:
             env["CUDA_VISIBLE_DEVICES"] = ""
             env["ASCEND_RT_VISIBLE_DEVICES"] = ""
         else:
-            env[VISIBILITY_VARIABLE[self.device.kind]] = str(self.device.index)
+            visible = str(self.device.index) if self.visible_id is None else self.visible_id
+            env[VISIBILITY_VARIABLE[self.device.kind]] = visible
         if self.device.kind == "cuda":
             # Discovery numbers GPUs as NVML and nvidia-smi do (PCI bus order); CUDA's own
             # default order is "fastest first", so without this an index can name another GPU.

@@ -26,10 +26,9 @@ from vidshard.detection.annotate import EMPTY, FrameDrawing
 from vidshard.detection.jsonl import JsonlSink, done_paths, frame_record, video_record
 from vidshard.detection.pipeline import DetectRecipe
 from vidshard.detection.stitch import SegmentTracks, frame_owners, stitch_segments
-from vidshard.devices import discover_devices, parse_device_spec
 from vidshard.errors import ConfigError, InputError, OutputError, VidshardError
 from vidshard.executors.base import Executor
-from vidshard.executors.registry import create_executor
+from vidshard.executors.registry import executor_with_slots
 from vidshard.media import EncodeSettings, MediaInfo, join_segments, probe
 from vidshard.media.plan import plan_segments
 from vidshard.media.source import FileIdentity
@@ -232,13 +231,12 @@ def run_detect(
             videos.append(_Video(raw, None, error=str(exc)))
     pool = executor(recipe) if executor is not None else None
     if pool is None:
-        devices = [status.device for status in discover_devices()]
-        slots = parse_device_spec(
-            options.devices, devices, workers_per_device=options.workers_per_device
+        runner, slots = executor_with_slots(
+            options.executor, options.devices, options.workers_per_device
         )
         slot_count = len(slots)
     else:
-        slots, slot_count = [], len(pool.live_slots())
+        runner, slots, slot_count = pool, [], len(pool.live_slots())
     with _WorkDir(out) as work, removed_if_left_empty(out), JsonlSink(out) as sink:
         units = _plan(videos, recipe, options, slot_count, work.path)
         tracker = ProgressTracker(frames_total=sum(len(v.indices) for v in videos))
@@ -290,11 +288,11 @@ def run_detect(
         def on_retry(unit: WorkUnit, _exc: BaseException) -> None:
             tracker.restart_unit(unit.unit_id)
 
-        runner = pool or create_executor(options.executor)
         try:
             if units:  # none when every video failed its probe: no workers to start
                 phase(f"starting {slot_count} worker(s)")
                 runner.start(slots, recipe, on_event)
+                runner.check_storage([v.path for v in videos if v.error is None], [str(work.path)])
                 ok = [v for v in videos if v.error is None]
                 phase(f"{len(ok)} video(s) in {len(units)} part(s) on {slot_count} slot(s)")
                 run_units(runner, units, on_result=on_result, on_retry=on_retry, on_error=on_error)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vidshard.devices import discover_devices, parse_device_spec
+from vidshard.devices.types import DeviceSlot
 from vidshard.engine.progress import ProgressSnapshot
 from vidshard.errors import Cancelled, ConfigError, InputError, OutputError
 from vidshard.executors.base import Executor, Recipe
@@ -229,6 +229,7 @@ def _generate(
         if watch is not None:
             watch(cancel.set)
         keeper = shared_keeper(pool)
+        _check_storage(handle, request, model)
         phase(f"generating on {layout.world} slot(s)")
         result = keeper.run(
             model,
@@ -265,23 +266,24 @@ def _run_own_pool(
     """A pool on ``settings.devices`` for one run (the CLI, the Python API)."""
     from vidshard.generation.group import GroupKeeper
 
-    devices = [status.device for status in discover_devices()]
-    slots = parse_device_spec(
-        settings.devices, devices, workers_per_device=settings.workers_per_device
-    )
-    if len(slots) < layout.world:
-        raise ConfigError(
-            f"the layout needs {layout.world} slot(s) (ulysses {layout.ulysses} x cfg "
-            f"{layout.cfg}); devices {settings.devices!r} give {len(slots)}"
-        )
-    slots = slots[: layout.world]
     pool = create_executor(settings.executor)
     if not isinstance(pool, LocalExecutor):
-        raise ConfigError(f"executor {settings.executor!r} cannot run device groups yet")
-    phase(f"starting {len(slots)} worker(s)")
-    pool.start(slots, None, lambda _event: None)
+        raise ConfigError(f"executor {settings.executor!r} cannot run device groups")
+    try:
+        slots = pool.resolve_slots(settings.devices, settings.workers_per_device)
+        if len(slots) < layout.world:
+            raise ConfigError(
+                f"the layout needs {layout.world} slot(s) (ulysses {layout.ulysses} x cfg "
+                f"{layout.cfg}); devices {settings.devices!r} give {len(slots)}"
+            )
+        phase(f"starting {len(slots[: layout.world])} worker(s)")
+        pool.start(_on_one_node(slots, layout.world), None, lambda _event: None)
+    except BaseException:
+        pool.shutdown()
+        raise
     keeper = GroupKeeper(pool)
     try:
+        _check_storage(pool, request, model)
         phase(f"loading {model.name} on {len(slots)} slot(s)")
         return keeper.run(model, layout, request, job_id="", on_step=progress.step, cancel=cancel)
     except KeyboardInterrupt:
@@ -290,6 +292,29 @@ def _run_own_pool(
     finally:
         keeper.close()
         pool.shutdown()
+
+
+def _on_one_node(slots: list[DeviceSlot], world: int) -> list[DeviceSlot]:
+    """The first ``world`` slots of one node (a group's ranks meet over the node's own
+    loopback); the first ``world`` slots when no node has that many."""
+    by_node: dict[str, list[DeviceSlot]] = {}
+    for slot in slots:
+        by_node.setdefault(slot.device.node, []).append(slot)
+    for node_slots in by_node.values():
+        if len(node_slots) >= world:
+            return node_slots[:world]
+    counts = ", ".join(f"{node}: {len(found)}" for node, found in by_node.items())
+    raise ConfigError(
+        f"a group of {world} ranks runs on one node, and no node has {world} of the slots "
+        f"given ({counts})"
+    )
+
+
+def _check_storage(executor: Executor, request: GenerationRequest, model: GenerationModel) -> None:
+    """The ranks read the image and the model and write the video themselves."""
+    executor.check_storage(
+        [str(request.image), str(model.path)], [str(Path(request.output).parent)]
+    )
 
 
 class _StepProgress:

@@ -47,7 +47,11 @@ def run_units(
 
     def submit(unit_id: str) -> None:
         attempts[unit_id] += 1
-        future = executor.submit(by_id[unit_id])
+        if attempts[unit_id] > 1:  # a retry goes ahead of the rest: the job waits on it
+            resubmit = getattr(executor, "resubmit", executor.submit)
+            future = resubmit(by_id[unit_id])
+        else:
+            future = executor.submit(by_id[unit_id])
         outstanding[unit_id] = future
         future.add_done_callback(lambda _f: finished.put(unit_id))
 

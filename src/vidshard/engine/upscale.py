@@ -13,11 +13,10 @@ from concurrent.futures import CancelledError
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from vidshard.devices import discover_devices, parse_device_spec
 from vidshard.devices.types import DeviceSlot
 from vidshard.errors import ConfigError, InputError, OutputError, WorkerError, write_failure
 from vidshard.executors.base import Executor
-from vidshard.executors.registry import create_executor
+from vidshard.executors.registry import executor_with_slots
 from vidshard.media import (
     SEGMENT_SUFFIX,
     EncodeSettings,
@@ -210,9 +209,8 @@ def _prepare(
     source: Path,
     output: Path,
     options: UpscaleOptions,
-    pooled: bool = False,
     expected: FileIdentity | None = None,
-) -> tuple[MediaInfo, ModelRef, list[DeviceSlot], EncodeSettings]:
+) -> tuple[MediaInfo, ModelRef, EncodeSettings]:
     options.validate()
     check_paths(source, output)
     settings = options.encode_settings()
@@ -231,13 +229,7 @@ def _prepare(
     out_wh = output_size_wh(info.video.size_wh, model.spec.scale, down_sample=options.down_sample)
     for note in output_notes(settings, info.video, out_wh):  # once here, not per segment
         logger.warning("%s: %s", source.name, note)
-    if pooled:  # a shared pool's slots are already up
-        return info, model, [], settings
-    devices = [status.device for status in discover_devices()]
-    slots = parse_device_spec(
-        options.devices, devices, workers_per_device=options.workers_per_device
-    )
-    return info, model, slots, settings
+    return info, model, settings
 
 
 class _WorkDir:
@@ -380,23 +372,19 @@ def run_upscale(
     source_path, output_path = Path(source), Path(output)
     phase = on_phase or (lambda _name: None)
     phase("checking input")
-    info, model, slots, settings = _prepare(
-        source_path, output_path, options, pooled=executor is not None, expected=source_identity
-    )
+    info, model, settings = _prepare(source_path, output_path, options, expected=source_identity)
+    slots: list[DeviceSlot] = []  # a shared pool's slots are already up
+    if executor is not None:
+        runner = executor(model)
+    else:
+        runner, slots = executor_with_slots(
+            options.executor, options.devices, options.workers_per_device
+        )
     with _WorkDir(output_path) as work:
         keep = False
         try:
             result = _run(
-                info,
-                output_path,
-                options,
-                model,
-                slots,
-                settings,
-                work,
-                phase,
-                on_progress,
-                executor(model) if executor is not None else create_executor(options.executor),
+                info, output_path, options, model, slots, settings, work, phase, on_progress, runner
             )
         except (KeyboardInterrupt, WorkerError, CancelledError):
             keep = work.keep_for_resume()  # finished segments stay for a resume
@@ -466,6 +454,7 @@ def _run(
         try:
             phase(f"starting {slot_count} worker(s)")
             executor.start(slots, model, on_event)
+            executor.check_storage([str(info.path)], [str(work.path)])
             resumed = f", {len(finished)} resumed" if finished else ""
             phase(f"upscaling x{model.spec.scale} in {plan.segments} segment(s){resumed}")
             run_units(

@@ -9,7 +9,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from vidshard.devices.types import DeviceSlot
+from vidshard.devices.types import DeviceSlot, DeviceStatus
 from vidshard.engine.events import Event
 from vidshard.engine.units import PinnedUnit, UnitResult, WorkUnit
 from vidshard.errors import ConfigError, WorkerError
@@ -44,6 +44,7 @@ class SlotState:
     frames: int
     fps: float  # of the last finished units
     pinned: bool = False  # the unit it runs is a long-lived one placed on it (a stream host)
+    node: str = ""  # the machine it runs on, in a cluster ("": this one)
 
 
 class PinnedRun:
@@ -96,7 +97,30 @@ class Executor(ABC):
     Long-lived units (stream hosts) use three more verbs: :meth:`slot_states` and
     :meth:`quarantined` say where one may go, :meth:`submit_pinned` puts it there.
     A backend without them refuses them with a :class:`ConfigError`.
+
+    Where the slots are is the backend's to say (:meth:`resolve_slots`: this machine's
+    devices, or a cluster's), and whether its workers see the job's files
+    (:meth:`check_storage`: always, on one machine).
     """
+
+    def resolve_slots(self, spec: str, workers_per_device: int = 1) -> list[DeviceSlot]:
+        """The slots ``spec`` (the ``--devices`` text) names on the devices this backend
+        reaches; this machine's by default."""
+        from vidshard.devices import discover_devices, parse_device_spec
+
+        devices = [status.device for status in discover_devices()]
+        return parse_device_spec(spec, devices, workers_per_device=workers_per_device)
+
+    def check_storage(self, read: Sequence[str], write: Sequence[str]) -> None:
+        """Raise :class:`~vidshard.errors.StorageError` unless every worker can read the
+        paths in ``read`` and write in the folders in ``write``. On one machine the
+        coordinator's own checks already said so."""
+        return None
+
+    def device_readings(self) -> list[DeviceStatus] | None:
+        """What the backend's devices read now (memory, load); None: this machine's, as
+        the local monitor reads them."""
+        return None
 
     @abstractmethod
     def start(self, slots: Sequence[DeviceSlot], model: Recipe, on_event: EventSink) -> None:
@@ -105,6 +129,11 @@ class Executor(ABC):
     @abstractmethod
     def submit(self, unit: WorkUnit) -> Future[UnitResult]:
         """Queue a unit; the first idle worker takes it."""
+
+    def resubmit(self, unit: WorkUnit) -> Future[UnitResult]:
+        """Queue a unit again after its worker was lost: ahead of the units still
+        waiting where the backend can (the job's end waits on it)."""
+        return self.submit(unit)
 
     @abstractmethod
     def live_slots(self) -> list[str]:

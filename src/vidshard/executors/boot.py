@@ -75,6 +75,10 @@ class WorkerProcess:
     def is_alive(self) -> bool:
         return self._popen.poll() is None
 
+    def exit_note(self) -> str:
+        """How it ended, for messages."""
+        return f"exit code {self.exitcode}"
+
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):  # exited (and reaped) meanwhile
             self._popen.kill()
@@ -85,11 +89,15 @@ class WorkerProcess:
             self._popen.wait(timeout_s)
 
 
-def launch(slot: DeviceSlot) -> tuple[WorkerProcess, Connection]:
+def launch(
+    slot: DeviceSlot, sys_path: list[str] | None = None, name: str | None = None
+) -> tuple[WorkerProcess, Connection]:
     """Start a worker for ``slot``; it waits for its model message on the connection.
 
     Its visibility variables are in its environment from the first instruction, before
-    any import (invariant 6); ``worker_main`` applies them again.
+    any import (invariant 6); ``worker_main`` applies them again. It imports with
+    ``sys_path`` (default: this process's); a cluster's node passes the coordinator's,
+    and names it (for ps) by the slot's cluster label (``name``).
     """
     executable = sys.executable
     if not executable or getattr(sys, "frozen", False):
@@ -102,7 +110,8 @@ def launch(slot: DeviceSlot) -> tuple[WorkerProcess, Connection]:
         sentinel, child_end = os.pipe()
     except OSError as exc:  # out of file descriptors
         raise errors.WorkerError(f"cannot start a worker for {slot.label}: {exc}") from exc
-    args = [executable, *_interpreter_flags(), "-c", BOOTSTRAP, WORKER_NAME_PREFIX + slot.label]
+    title = WORKER_NAME_PREFIX + (name or slot.label)
+    args = [executable, *_interpreter_flags(), "-c", BOOTSTRAP, title]
     try:
         popen = subprocess.Popen(
             [*args, str(child.fileno()), str(child_end)],
@@ -122,7 +131,7 @@ def launch(slot: DeviceSlot) -> tuple[WorkerProcess, Connection]:
     process = WorkerProcess(popen, sentinel)
     _track(process)
     with contextlib.suppress(OSError):  # a worker dead already: the handshake tells
-        parent.send(list(sys.path))
+        parent.send(list(sys.path) if sys_path is None else sys_path)
         parent.send(slot)
     return process, parent
 

@@ -53,12 +53,17 @@ class FairQueue(Generic[T]):
             if job not in self._jobs:
                 self._jobs[job] = _JobQueue(priority, next(self._order))
 
-    def put(self, item: T, slot: str | None = None) -> None:
-        """Queue ``item`` for any slot, or (``slot`` given) for that slot alone."""
+    def put(self, item: T, slot: str | None = None, *, first: bool = False) -> None:
+        """Queue ``item`` for any slot, or (``slot`` given) for that slot alone;
+        ``first``: ahead of its job's other units (a retry: the job waits on it)."""
         with self._cond:
             self.add_job(item.job)
             if slot is None:
-                self._jobs[item.job].items.append(item)
+                items = self._jobs[item.job].items
+                if first:
+                    items.appendleft(item)
+                else:
+                    items.append(item)
                 self._cond.notify()
             else:
                 self._pinned.setdefault(slot, deque()).append(item)

@@ -18,7 +18,7 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 
 from vidshard import errors
-from vidshard.devices.types import DeviceSlot
+from vidshard.devices.types import DeviceSlot, DeviceStatus
 from vidshard.engine.events import (
     DeviceQuarantined,
     WorkerDown,
@@ -78,7 +78,7 @@ class LocalExecutor(Executor):
     def start(self, slots: Sequence[DeviceSlot], model: Recipe | None, on_event: EventSink) -> None:
         self._model = model
         self._sink = on_event
-        self._workers = [SlotWorker(slot, model, on_event) for slot in slots]
+        self._workers = [self._new_worker(slot, model, on_event) for slot in slots]
         for worker in self._workers:
             worker.spawn()
         deadline = time.monotonic() + self.supervision.load_timeout_s
@@ -99,13 +99,27 @@ class LocalExecutor(Executor):
             thread.start()
             self._threads.append(thread)
 
+    def _new_worker(self, slot: DeviceSlot, model: Recipe | None, sink: EventSink) -> SlotWorker:
+        """The coordinator's side of the worker for ``slot``: a process on this machine."""
+        return SlotWorker(slot, model, sink)
+
     def submit(self, unit: WorkUnit) -> Future[UnitResult]:
         return self.submit_for("", unit, self._model, self._sink)
 
+    def resubmit(self, unit: WorkUnit) -> Future[UnitResult]:
+        return self.submit_for("", unit, self._model, self._sink, first=True)
+
     def submit_for(
-        self, job: str, unit: WorkUnit, model: Recipe | None, sink: EventSink
+        self,
+        job: str,
+        unit: WorkUnit,
+        model: Recipe | None,
+        sink: EventSink,
+        *,
+        first: bool = False,
     ) -> Future[UnitResult]:
-        """Queue a unit of ``job``, to run on a worker holding ``model``."""
+        """Queue a unit of ``job``, to run on a worker holding ``model`` (``first``:
+        ahead of the job's other queued units)."""
         future: Future[UnitResult] = Future()
         # Checked and queued under the lock that the last death and shutdown drain the
         # queue under, so no unit is queued after the final drain (it would never end).
@@ -118,7 +132,7 @@ class LocalExecutor(Executor):
             elif not self._live:
                 refused = errors.WorkerError("no worker is alive")
             else:
-                self._queue.put(Task(unit, future, job, model, sink))
+                self._queue.put(Task(unit, future, job, model, sink), first=first)
         if refused is not None:
             future.set_exception(refused)
         return future
@@ -291,7 +305,7 @@ class LocalExecutor(Executor):
         if process is None or process.is_alive():
             return True
         process.join(EXIT_GRACE_S)
-        reason = f"worker {worker.slot.label} died while idle (exit code {process.exitcode})"
+        reason = f"worker {worker.slot.label} died while idle ({process.exit_note()})"
         worker.state = "down"
         worker.sink(WorkerDown(worker.slot.label, reason))
         self._note_failure(worker, reason)
@@ -353,20 +367,20 @@ class LocalExecutor(Executor):
         with self._lock:
             count = self._failures.get(device, 0) + 1
             self._failures[device] = count
-            newly = (
-                count >= self.supervision.max_consecutive_failures
-                and device not in self._quarantined
-            )
-            if newly:
-                self._quarantined.add(device)
-                # the reason as it stood when the device was taken out
-                self._last_failure[device] = f"{count} failures in a row (last: {reason})"
-        if newly:
-            message = f"{count} failures in a row; last: {reason}"
-            logger.warning("quarantining %s: %s", device, message)
-            self._retire_pinned(device, f"device {device} was quarantined ({message})")
-            self._sink(DeviceQuarantined(device, message))
+        if count >= self.supervision.max_consecutive_failures:
+            self._quarantine(device, f"{count} failures in a row; last: {reason}")
         return count
+
+    def _quarantine(self, device: str, message: str) -> None:
+        """Take ``device`` out of the pool (once): its slots stop, its streams move."""
+        with self._lock:
+            if device in self._quarantined:
+                return
+            self._quarantined.add(device)
+            self._last_failure[device] = message  # the reason as it stood then
+        logger.warning("quarantining %s: %s", device, message)
+        self._retire_pinned(device, f"device {device} was quarantined ({message})")
+        self._sink(DeviceQuarantined(device, message))
 
     def _retire_pinned(self, device: str, reason: str) -> None:
         """End the long-lived units on a quarantined device's slots (their work is placed
@@ -466,6 +480,9 @@ class PoolJob(Executor):
     def submit(self, unit: WorkUnit) -> Future[UnitResult]:
         return self.pool.submit_for(self.job_id, unit, self.model, self._sink)
 
+    def resubmit(self, unit: WorkUnit) -> Future[UnitResult]:
+        return self.pool.submit_for(self.job_id, unit, self.model, self._sink, first=True)
+
     def live_slots(self) -> list[str]:
         return self.pool.live_slots()
 
@@ -476,6 +493,15 @@ class PoolJob(Executor):
 
     def slot_states(self) -> list[SlotState]:
         return self.pool.slot_states()
+
+    def resolve_slots(self, spec: str, workers_per_device: int = 1) -> list[DeviceSlot]:
+        return self.pool.resolve_slots(spec, workers_per_device)
+
+    def check_storage(self, read: Sequence[str], write: Sequence[str]) -> None:
+        self.pool.check_storage(read, write)
+
+    def device_readings(self) -> list[DeviceStatus] | None:
+        return self.pool.device_readings()
 
     def quarantined(self) -> list[str]:
         return self.pool.quarantined()

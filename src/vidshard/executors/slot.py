@@ -32,6 +32,8 @@ from vidshard.engine.units import (
 from .base import EventSink, MessageSink, PinnedRun, Recipe, SlotState, WorkerLost
 from .boot import WorkerProcess, launch
 
+Launcher = Callable[[DeviceSlot], tuple[Any, Connection]]  # (process, connection), as launch
+
 logger = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10.0
@@ -93,10 +95,17 @@ class _Rate:
 class SlotWorker:
     """The coordinator side of one worker process."""
 
-    def __init__(self, slot: DeviceSlot, model: Recipe | None, sink: EventSink) -> None:
+    def __init__(
+        self,
+        slot: DeviceSlot,
+        model: Recipe | None,
+        sink: EventSink,
+        launcher: Launcher = launch,
+    ) -> None:
         self.slot = slot
         self.model = model  # None: an empty pool worker, loads the first job's model
         self.sink = sink
+        self._launch = launcher  # a process here (boot.launch), or one on a cluster's node
         self.process: WorkerProcess | None = None
         self.conn: Connection | None = None
         self.load_error: BaseException | None = None
@@ -135,6 +144,7 @@ class SlotWorker:
             frames=self.rate.frames,
             fps=self.rate.fps,
             pinned=task is not None and task.pinned is not None,
+            node=self.slot.device.node,
         )
 
     def spawn(self) -> None:
@@ -143,7 +153,7 @@ class SlotWorker:
         self.launch_error = None
         self.kill_reason = None
         try:
-            self.process, self.conn = launch(self.slot)
+            self.process, self.conn = self._launch(self.slot)
         except errors.VidshardError as exc:
             self.process, self.conn, self.launch_error = None, None, exc
             return
@@ -185,7 +195,7 @@ class SlotWorker:
             self.process.join(EXIT_GRACE_S)
             error = errors.WorkerError(
                 f"worker {self.slot.label} exited while loading the model "
-                f"(exit code {self.process.exitcode})"
+                f"({self.process.exit_note()})"
             )
         return self._not_ready(error)
 
@@ -310,7 +320,7 @@ class SlotWorker:
     def _lost(self, task: Task, reason: str) -> bool:
         if self.process is not None:
             self.process.join(EXIT_GRACE_S)  # reap it, for its exit code
-            reason = f"{reason} (exit code {self.process.exitcode})"
+            reason = f"{reason} ({self.process.exit_note()})"
         self.last_failure = reason
         self.state = "down"
         exc: BaseException = errors.Cancelled(reason) if self.cancelling else WorkerLost(reason)

@@ -96,6 +96,12 @@ def _heartbeat(channel: _Channel, parent_pid: int) -> None:
             os._exit(0)
 
 
+def _orphan_watch(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(HEARTBEAT_INTERVAL_S)
+    os._exit(0)
+
+
 class _Inbox:
     """Reads the pipe on its own thread, so a cancel reaches a unit while it runs, and
     a stream host's commands reach it while it runs (``commands``)."""
@@ -161,6 +167,9 @@ def worker_main(slot: DeviceSlot, conn: Connection) -> None:
     channel = _Channel(conn)
     started = time.monotonic()
     parent_pid = os.getppid()
+    # Orphaned while loading (its coordinator or a cluster node's actor killed): exit,
+    # rather than finish a long load and hold the device the slot's next worker gets.
+    threading.Thread(target=_orphan_watch, args=(parent_pid,), daemon=True).start()
     model = None
     try:
         fault = parse_fault(os.environ.get(FAULT_VARIABLE))

@@ -163,9 +163,17 @@ class GroupKeeper:
             raise errors.Cancelled("the generation groups were closed")
         states = self._pool.slot_states()
         usable = usable_slots(states, set(self._pool.live_slots()), set(self._pool.quarantined()))
-        if len(usable) >= layout.world:
+        on_node: dict[str, int] = {}
+        for state in usable:
+            on_node[state.node] = on_node.get(state.node, 0) + 1
+        if max(on_node.values(), default=0) >= layout.world:
             return
         labels = ", ".join(s.label for s in usable) or "none"
+        if len(usable) >= layout.world:  # enough slots, spread over nodes
+            raise errors.ConfigError(
+                f"a group of {layout.world} ranks runs on one node; no node has "
+                f"{layout.world} live slots ({labels})"
+            )
         if len(states) < layout.world:  # the user asked for more ranks than there are slots
             raise errors.ConfigError(
                 f"a group of {layout.world} ranks needs {layout.world} live slots; "

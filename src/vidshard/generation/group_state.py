@@ -145,15 +145,20 @@ def usable_slots(states: list[SlotState], live: set[str], quarantined: set[str])
 def choose_slots(
     usable: list[SlotState], held: set[str], world: int, avoid: set[str]
 ) -> tuple[str, ...] | None:
-    """``world`` slots no other group holds: idle ones first, then ones not running a
-    long-lived unit (a stream host never frees its slot), then ones that did not just
-    fail a group, in the pool's order; None when too few are free."""
+    """``world`` slots of one node that no other group holds: idle ones first, then
+    ones not running a long-lived unit (a stream host never frees its slot), then ones
+    that did not just fail a group, in the pool's order; None when too few are free.
+    (One node: the ranks meet over its loopback. On one machine every slot's node is "".)"""
     order = {s.label: index for index, s in enumerate(usable)}
     free = [s for s in usable if s.label not in held]
-    if len(free) < world:
-        return None
     free.sort(key=lambda s: (s.state != "idle", s.pinned, s.label in avoid, order[s.label]))
-    return tuple(s.label for s in free[:world])
+    by_node: dict[str, list[SlotState]] = {}
+    for state in free:  # nodes in the order of their best free slot
+        by_node.setdefault(state.node, []).append(state)
+    for states in by_node.values():
+        if len(states) >= world:
+            return tuple(s.label for s in states[:world])
+    return None
 
 
 def describe_end(group: Group, rank: int, future: Future[UnitResult]) -> tuple[bool, str]:

@@ -11,6 +11,7 @@ that same open file (``/proc/self/fd/N``), never the path again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ from vidshard.errors import InputChanged, InputError
 
 # Where an open file descriptor can be opened again by name (Linux, then macOS/BSD).
 _FD_DIRS = ("/proc/self/fd", "/dev/fd")
+# Set (to its node's address) in a worker a cluster's node started (the Ray executor).
+CLUSTER_NODE_VARIABLE = "VIDSHARD_CLUSTER_NODE"
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,10 @@ def identified_source(
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     try:
         found = FileIdentity.of(os.fstat(fd))
+        if expected is not None and os.environ.get(CLUSTER_NODE_VARIABLE):
+            # Another machine numbers a shared file system's device its own way; the
+            # inode, size and change time still tell one file from another.
+            found = dataclasses.replace(found, device=expected.device)
         if expected is not None and found != expected:
             raise InputChanged(f"{path}: {_what_changed(expected, found)} since it was checked")
         yield _fd_name(fd, path), found

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from vidshard.devices import discover_devices, parse_device_spec
 from vidshard.devices.monitor import DeviceMonitor
 from vidshard.devices.types import DeviceStatus
 from vidshard.engine.progress import ProgressSnapshot
@@ -106,6 +105,26 @@ class LiveJob:
         return min(1.0, self.frames_done / self.frames_total)
 
 
+def _nodes(states: list[SlotState], alive: set[str]) -> dict[str, dict[str, int]]:
+    """Slots per cluster node (none on one machine, where every node is "")."""
+    nodes: dict[str, dict[str, int]] = {}
+    for state in states:
+        if state.node:
+            counts = nodes.setdefault(state.node, {"slots_alive": 0, "slots_total": 0})
+            counts["slots_total"] += 1
+            counts["slots_alive"] += state.label in alive
+    return nodes
+
+
+def _pool_for(settings: ServiceSettings) -> LocalExecutor:
+    """The shared pool the settings name: processes here, or actors on a Ray cluster."""
+    from vidshard.executors.registry import create_executor, executor_spec
+
+    pool = create_executor(executor_spec(settings.executor, settings.ray_address))
+    assert isinstance(pool, LocalExecutor)  # both built-in backends are pools
+    return pool
+
+
 class JobService:
     """Submit, watch and cancel jobs; run them on one shared pool of slots."""
 
@@ -124,7 +143,7 @@ class JobService:
         self.store = JobStore(settings.db_url)
         self.store_watch = StoreWatch(self.store)
         self.data_dir_lock = DataDirLock(settings.data_dir)
-        self.pool = pool or LocalExecutor()
+        self.pool = pool or _pool_for(settings)
         self._own_pool = pool is None
         self.monitor = monitor or DeviceMonitor()
         self._running: dict[str, _Running] = {}
@@ -165,13 +184,16 @@ class JobService:
         if requeued:
             logger.info("requeued %d job(s) interrupted by the last stop", len(requeued))
         if self._own_pool:
-            devices = [status.device for status in discover_devices()]
-            slots = parse_device_spec(
-                self.settings.devices,
-                devices,
-                workers_per_device=self.settings.workers_per_device,
-            )
-            self.pool.start(slots, None, lambda _event: None)
+            try:
+                slots = self.pool.resolve_slots(
+                    self.settings.devices, self.settings.workers_per_device
+                )
+                self.pool.start(slots, None, lambda _event: None)
+            except BaseException:
+                self.pool.shutdown()  # a cluster connection made to resolve them is closed
+                self.store.close()
+                self.data_dir_lock.release()
+                raise
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="dispatcher")
         self._dispatcher.daemon = True
         self._dispatcher.start()
@@ -372,7 +394,7 @@ class JobService:
         with self._readings_lock:
             taken_s, readings = self._readings
             if time.monotonic() - taken_s > READINGS_TTL_S:
-                readings = self.monitor.snapshot()
+                readings = self.pool.device_readings() or self.monitor.snapshot()
                 self._readings = (time.monotonic(), readings)
             return readings
 
@@ -388,7 +410,9 @@ class JobService:
         if store_problem is not None:
             reasons.append(str(store_problem))
         quarantined = self.pool.quarantined()
-        slots_total = len(self.pool.slot_states())
+        states = self.pool.slot_states()
+        slots_total = len(states)
+        nodes = _nodes(states, set(alive))
         return not reasons, {
             "status": "healthy" if not reasons else "unhealthy",
             "reasons": reasons,
@@ -403,6 +427,9 @@ class JobService:
             "total_tasks": self._total_jobs() if store_problem is None else None,
             "pipeline_world_size": slots_total,
             "pipeline_rank": 0,
+            # In a cluster: each node's live slots, and the nodes none of whose slots live.
+            "nodes": nodes,
+            "nodes_gone": sorted(node for node, n in nodes.items() if n["slots_alive"] == 0),
         }
 
     def _total_jobs(self) -> int | None:

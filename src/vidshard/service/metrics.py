@@ -28,6 +28,12 @@ def _metric(
     return lines
 
 
+def _where(device: str) -> dict[str, str]:
+    """A device's labels: itself and its node (``local`` on one machine)."""
+    node, slash, _ = device.rpartition("/")
+    return {"device": device, "node": node if slash else "local"}
+
+
 def render_metrics(service: JobService) -> str:
     counts = service.store.counts_by_state()
     slots = service.slots()
@@ -61,7 +67,7 @@ def render_metrics(service: JobService) -> str:
         "gauge",
         "1 when the slot's worker is up.",
         [
-            ({"slot": s.label, "device": s.device}, 0 if s.state in ("down", "quarantined") else 1)
+            ({"slot": s.label, **_where(s.device)}, 0 if s.state in ("down", "quarantined") else 1)
             for s in slots
         ],
     )
@@ -69,7 +75,7 @@ def render_metrics(service: JobService) -> str:
         "vidshard_slot_fps",
         "gauge",
         "Frames per second of the slot's last units.",
-        [({"slot": s.label, "device": s.device}, round(s.fps, 3)) for s in slots],
+        [({"slot": s.label, **_where(s.device)}, round(s.fps, 3)) for s in slots],
     )
     lines += _metric(
         "vidshard_device_fps",
@@ -77,7 +83,7 @@ def render_metrics(service: JobService) -> str:
         "Frames per second of the device's busy slots.",
         [
             (
-                {"device": d},
+                _where(d),
                 round(sum(s.fps for s in slots if s.device == d and s.state == "busy"), 3),
             )
             for d in devices
@@ -89,11 +95,11 @@ def render_metrics(service: JobService) -> str:
         if reading is None:
             continue
         if reading.memory_used_bytes is not None:
-            memory_used.append(({"device": device}, float(reading.memory_used_bytes)))
+            memory_used.append((_where(device), float(reading.memory_used_bytes)))
         if reading.memory_total_bytes is not None:
-            memory_total.append(({"device": device}, float(reading.memory_total_bytes)))
+            memory_total.append((_where(device), float(reading.memory_total_bytes)))
         if reading.utilization_pct is not None:
-            utilization.append(({"device": device}, reading.utilization_pct / 100.0))
+            utilization.append((_where(device), reading.utilization_pct / 100.0))
     lines += _metric(
         "vidshard_device_memory_used_bytes", "gauge", "Device memory in use.", memory_used
     )
@@ -105,7 +111,7 @@ def render_metrics(service: JobService) -> str:
         "vidshard_device_quarantined",
         "gauge",
         "1 when the device was taken out after failing repeatedly.",
-        [({"device": d}, 1 if d in set(pool.quarantined()) else 0) for d in devices],
+        [(_where(d), 1 if d in set(pool.quarantined()) else 0) for d in devices],
     )
     lines += _metric(
         "vidshard_unit_retries_total",

@@ -138,6 +138,7 @@ class SlotView(BaseModel):
 
 class DeviceView(BaseModel):
     device: str
+    node: str = Field("", description="the cluster node it is on; empty on one machine")
     kind: str
     name: str
     memory_total_bytes: int | None

@@ -110,6 +110,10 @@ class ServiceSettings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     devices: str = Field("all", min_length=1)
     workers_per_device: int = Field(1, ge=1)
+    executor: Literal["local", "ray"] = "local"
+    """Where the pool's workers run: processes here, or Ray actors (docs/cluster.md)."""
+    ray_address: str | None = Field(None, min_length=1)
+    """With executor "ray": auto, host:port, or none to start a Ray here."""
     data_dir: Path = Field(default_factory=_default_data_dir)
     database_url: str | None = Field(None, min_length=1)
     input_roots: Annotated[list[Path], NoDecode] = Field(default_factory=_default_input_roots)

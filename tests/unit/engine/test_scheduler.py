@@ -69,3 +69,18 @@ def test_other_errors_are_not_retried():
     with pytest.raises(MediaError, match="corrupt"):
         run_units(executor, [Unit("a"), Unit("b")])
     assert executor.order.count("a") == 1
+
+
+def test_a_retry_is_resubmitted_ahead_of_the_rest():
+    class Recording(FakeExecutor):
+        def __init__(self, failures):
+            super().__init__(failures)
+            self.resubmitted: list[str] = []
+
+        def resubmit(self, unit):
+            self.resubmitted.append(unit.unit_id)
+            return self.submit(unit)
+
+    executor = Recording({"b": [WorkerLost("killed")]})
+    run_units(executor, [Unit("a"), Unit("b"), Unit("c")])
+    assert executor.resubmitted == ["b"]  # first tries go through submit, the retry not

@@ -147,3 +147,11 @@ def take_on(queue: FairQueue[Item], slot: str, n: int) -> list[str]:
         assert item is not None
         got.append(item.name)
     return got
+
+
+def test_a_unit_put_first_goes_ahead_of_its_job_s_queue() -> None:
+    queue: FairQueue[Item] = FairQueue()
+    for i in range(3):
+        queue.put(Item("a", name=f"a{i}"))
+    queue.put(Item("a", name="retry"), first=True)
+    assert take(queue, 4) == ["retry", "a0", "a1", "a2"]

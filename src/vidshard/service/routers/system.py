@@ -48,6 +48,7 @@ def device_views(service: JobService, viewer: Viewer) -> list[DeviceView]:
         views.append(
             DeviceView(
                 device=label,
+                node=reading.device.node,
                 kind=reading.device.kind,
                 name=reading.device.name,
                 memory_total_bytes=reading.memory_total_bytes,

@@ -280,11 +280,27 @@
     const cards = new Map(
       [...box.querySelectorAll(".device")].map((card) => [card.dataset.device, card])
     );
-    const ordered = devices.map((device) => {
-      const card = cards.get(device.device) || deviceCard(device);
-      updateDevice(card, device);
-      return card;
-    });
+    const headings = new Map(
+      [...box.querySelectorAll(".node-head")].map((head) => [head.dataset.node, head])
+    );
+    // In a cluster (devices carry a node), the devices under one heading per node.
+    const nodes = [...new Set(devices.map((device) => device.node || ""))];
+    const ordered = [];
+    for (const node of nodes) {
+      const here = devices.filter((device) => (device.node || "") === node);
+      if (node) {
+        const head = headings.get(node) || el("h3", "node-head");
+        head.dataset.node = node;
+        const out = here.filter((device) => device.quarantined).length;
+        setText(head, `Node ${node} · ${here.length} device(s)${out ? ` · ${out} quarantined` : ""}`);
+        ordered.push(head);
+      }
+      for (const device of here) {
+        const card = cards.get(device.device) || deviceCard(device);
+        updateDevice(card, device);
+        ordered.push(card);
+      }
+    }
     if (ordered.length === 0) {
       box.replaceChildren(el("p", "muted empty", "No devices in the pool."));
     } else if (
