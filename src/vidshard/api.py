@@ -13,16 +13,18 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from vidshard.engine.detect import DetectResult
-from vidshard.engine.generate import GenerateResult
-from vidshard.engine.upscale import UpscaleResult
 from vidshard.errors import ConfigError
 from vidshard.executors.registry import executor_spec
 from vidshard.tasks import Note, default_tasks, run_task
 from vidshard.tasks.base import NoteFn, PhaseFn, ProgressFn, Task
 from vidshard.tasks.options import Cli, option_meta
+
+if TYPE_CHECKING:  # a job imports only its own engine (an upscale never loads detection)
+    from vidshard.engine.detect import DetectResult
+    from vidshard.engine.generate import GenerateResult
+    from vidshard.engine.upscale import UpscaleResult
 
 ResultT = TypeVar("ResultT")
 Inputs = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]

@@ -9,8 +9,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from PIL import Image
 
 from vidshard.errors import Cancelled, ModelError
 from vidshard.media.reader import read_frames
+from vidshard.media.verify import check_piece
 from vidshard.media.writer import SegmentWriter
 from vidshard.models.base import Model
 
@@ -184,6 +186,7 @@ def run_segment(
                 return
             for seam in seams:  # inside: if a save fails, the writer removes the partial core
                 seam.save()
+        _checked(tmp, video.pts[core_start:core_end], video.time_base)
         checkpoint("encode")
         tmp.replace(unit.core_path)
 
@@ -278,6 +281,15 @@ def crossfade(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return blended
 
 
+def _checked(piece: Path, expected_pts: Sequence[int], time_base: Fraction) -> None:
+    """The piece holds its frames at their times, or it is removed and the unit fails."""
+    try:
+        check_piece(piece, expected_pts, time_base)
+    except BaseException:
+        piece.unlink(missing_ok=True)
+        raise
+
+
 def run_seam(
     unit: SeamUnit, progress: ProgressFn, cancel: threading.Event | None = None
 ) -> UnitResult:
@@ -297,6 +309,7 @@ def run_seam(
     ) as w:
         for offset, image in enumerate(blended):
             w.write(image, video.pts[start + offset])
+    _checked(tmp, video.pts[start : start + len(blended)], video.time_base)
     tmp.replace(unit.out_path)
     progress(0)
     return UnitResult(

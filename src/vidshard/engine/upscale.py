@@ -66,6 +66,7 @@ class UpscaleOptions:
     executor: str = "local"
     resume: bool = True  # reuse finished segments of an interrupted run of the same job
     down_sample: bool = False  # shrink by the scale first: the output keeps the input's size
+    verify: str = "packets"  # "full": the joined output is decoded too
 
     def validate(self) -> None:
         if self.workers_per_device < 1:
@@ -80,6 +81,8 @@ class UpscaleOptions:
             raise ConfigError(f"--batch-size must be 1 or more, got {self.batch_size}")
         if self.segment_seconds is not None and self.segment_seconds <= 0:
             raise ConfigError(f"--segment-seconds must be positive, got {self.segment_seconds}")
+        if self.verify not in ("packets", "full"):
+            raise ConfigError(f"--verify: expected packets or full, got {self.verify!r}")
 
     def encode_settings(self) -> EncodeSettings:
         settings = EncodeSettings(codec=self.codec, crf=self.crf, preset=self.preset)
@@ -478,6 +481,7 @@ def _run(
             output_path,
             expected_pts=info.video.pts,
             expected_size_wh=out_wh,
+            decode=options.verify == "full",
         )
     finally:
         if stopping is not None:

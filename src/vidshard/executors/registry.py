@@ -10,11 +10,14 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+from typing import TYPE_CHECKING
 
-from vidshard.devices.types import DeviceSlot
 from vidshard.errors import ConfigError
 
-from .base import Executor
+if TYPE_CHECKING:  # the interface (and the unit types it names) load with a backend
+    from vidshard.devices.types import DeviceSlot
+
+    from .base import Executor
 
 PLUGIN_GROUP = "vidshard.executors"
 BUILTIN: dict[str, str] = {
@@ -65,6 +68,8 @@ def create_executor(spec: str) -> Executor:
         backend = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"executor {name!r} ({target}) cannot be loaded: {exc}") from None
+    from .base import Executor
+
     executor = backend(address) if address else backend()
     if not isinstance(executor, Executor):
         raise ConfigError(f"executor {name!r} ({target}) is not a vidshard Executor")

@@ -78,10 +78,14 @@ def join_segments(
     *,
     expected_pts: Sequence[int] | None = None,
     expected_size_wh: tuple[int, int] | None = None,
+    decode: bool = True,
 ) -> None:
     """Remux ``segment_paths`` with ``source``'s other streams into ``output``, atomically.
 
-    Nothing is left at ``output`` (nor a temp file) when joining or verifying fails.
+    The output is verified by demuxing it (frame count, every frame's time, duration);
+    with ``decode``, every frame is decoded too (the workers checked each piece's frames
+    and times when they wrote it). Nothing is left at ``output`` (nor a temp file) when
+    joining or verifying fails.
     """
     output = Path(output)
     paths = [Path(p) for p in segment_paths]
@@ -93,7 +97,11 @@ def join_segments(
     try:
         notes = _remux_keeping_what_fits(paths, source, tmp)
         written = verify_output(
-            tmp, source.video, expected_size_wh=expected_size_wh, expected_pts=expected_pts
+            tmp,
+            source.video,
+            expected_size_wh=expected_size_wh,
+            expected_pts=expected_pts,
+            decode=decode,
         )
         notes += _colour_lost(paths, written)
         _publish(tmp, output)

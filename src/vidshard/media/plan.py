@@ -16,6 +16,7 @@ past its edge) and crossfaded. The output is assembled from pieces in this order
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ SEGMENTS_PER_SLOT = 4
 MIN_SEGMENT_FRAMES = 8
 # A keyframe within this fraction of a segment's length from the ideal boundary wins.
 KEYFRAME_SNAP_FRACTION = 0.25
+# Near the end, segments shrink down to this fraction of the others (see _tapered_bounds).
+TAIL_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,9 @@ def plan_segments(
     min_frames = max(MIN_SEGMENT_FRAMES, 2 * overlap_frames + 1)
     count = _segment_count(video, slots, segment_seconds, min_frames)
     length = total / count
+    if segment_seconds is None and count > 1:  # an explicit length is kept as given
+        bounds = _tapered_bounds(total, length, slots, video.keyframes, min_frames)
+        return segments_from_bounds(bounds, overlap_frames)
     radius = int(length * KEYFRAME_SNAP_FRACTION)
     bounds = [0]
     for i in range(1, count):
@@ -133,6 +139,44 @@ def plan_segments(
             bounds.append(b)
     bounds.append(total)
     return segments_from_bounds(bounds, overlap_frames)
+
+
+def _tapered_bounds(
+    total: int, length: float, slots: int, keyframes: tuple[int, ...], min_frames: int
+) -> list[int]:
+    """Boundaries of segments of ``length`` frames that shrink as the video nears its
+    end, so the slots finish together instead of some idling through the last segments.
+
+    Each segment is ``remaining / (2 x slots)`` frames, at most ``length`` and at least
+    a quarter of it: the last round hands every slot a short piece. Boundaries snap to
+    a keyframe within a quarter of a full segment (half of a shorter one); where keyframes
+    come regularly and close together, no segment is shorter than their interval, so
+    every boundary still lands on one.
+    """
+    floor = max(min_frames, round(length * TAIL_FRACTION))
+    gap = _keyframe_interval(keyframes)
+    if gap is not None and gap <= length / 2:
+        floor = max(floor, gap)
+    bounds = [0]
+    while (remaining := total - bounds[-1]) > 0:
+        size = min(length, max(floor, remaining / (2 * slots)))
+        if remaining - size < floor:  # what is left is one segment: the last
+            bounds.append(total)
+            break
+        fraction = KEYFRAME_SNAP_FRACTION if size >= length else 2 * KEYFRAME_SNAP_FRACTION
+        b = _snap(round(bounds[-1] + size), keyframes, int(size * fraction))
+        if b - bounds[-1] < min_frames or total - b < min_frames:
+            b = round(bounds[-1] + size)
+        bounds.append(b)
+    return bounds
+
+
+def _keyframe_interval(keyframes: tuple[int, ...]) -> int | None:
+    """The usual distance between keyframes (the median), or None with fewer than 3."""
+    if len(keyframes) < 3:
+        return None
+    gaps = sorted(b - a for a, b in itertools.pairwise(keyframes))
+    return gaps[len(gaps) // 2]
 
 
 def segments_from_bounds(bounds: list[int], overlap_frames: int) -> list[Segment]:

@@ -69,6 +69,38 @@ def verify_output(
     return out
 
 
+def check_piece(path: str | Path, expected_pts: Sequence[int], time_base: Fraction) -> None:
+    """Raise :class:`VerificationError` unless the encoded piece ``path`` holds one video
+    packet for each of ``expected_pts`` (in ``time_base``), at those times.
+
+    A worker checks each piece it writes so, before it is committed: the demux costs a
+    small part of the encode, and the join then needs no decode of its own (``--verify
+    full`` keeps one)."""
+    file = Path(path)
+    try:
+        with av.open(str(file), mode="r") as container:
+            stream = container.streams.video[0]
+            found = sorted(
+                packet.pts
+                for packet in container.demux(stream)
+                if packet.pts is not None and packet.size
+            )
+            piece_tb = stream.time_base or time_base
+    except (av.FFmpegError, IndexError) as exc:
+        problem = f"{file.name}: the encoded piece does not read back: {exc}"
+        raise VerificationError(problem) from exc
+    if len(found) != len(expected_pts):
+        raise VerificationError(
+            f"{file.name}: expected {len(expected_pts)} frames in the piece, got {len(found)}"
+        )
+    for index, (want, got) in enumerate(zip(sorted(expected_pts), found, strict=True)):
+        if not same_time(want, time_base, got, piece_tb):
+            raise VerificationError(
+                f"{file.name}: frame {index} of the piece is at {float(got * piece_tb):.6f} s, "
+                f"expected {float(want * time_base):.6f} s"
+            )
+
+
 def _check_decodes(file: Path, out: VideoStreamInfo) -> None:
     """Every frame the probe lists decodes, in order, and nothing else does."""
     decoded: list[int | None] = []

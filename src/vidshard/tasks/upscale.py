@@ -99,6 +99,15 @@ class UpscaleParams(TaskOptions):
         Field(True, description="Reuse the finished segments of an interrupted run of the job."),
         Served(exposed=False),  # the service always resumes
     ]
+    verify: Annotated[
+        Literal["packets", "full"],
+        Field(
+            "packets",
+            description="How the output is checked: packets (every piece's frames and times "
+            "where it is made, the joined file's by demuxing) or full (the joined file "
+            "decoded too).",
+        ),
+    ]
 
     @field_validator("tile")
     @classmethod
@@ -218,5 +227,6 @@ def _engine_options(options: UpscaleParams, model: str, **run: Any) -> UpscaleOp
         batch_size=options.batch_size,
         resume=options.resume,
         down_sample=options.down_sample,
+        verify=options.verify,
         **run,
     )

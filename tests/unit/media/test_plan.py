@@ -97,3 +97,22 @@ def test_pieces_with_overlap_tile_the_video():
 def test_bad_options(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         plan_segments(make_video(100), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("frames", "keyframe_every", "slots"),
+    [(900, 60, 4), (900, 250, 4), (900, None, 2), (1000, 25, 2), (2000, None, 8)],
+)
+def test_segments_shrink_towards_the_end(frames, keyframe_every, slots):
+    segments = plan_segments(make_video(frames, keyframe_every), slots=slots)
+    sizes = [s.frames for s in segments]
+    assert covered(segments) == list(range(frames))
+    full = max(sizes)
+    # the last round hands every slot a short piece: the job ends within one of them
+    assert max(sizes[-slots:]) <= full / 2 + 2
+    assert min(sizes[: len(sizes) // 3]) >= full * 0.75  # the bulk keeps its length
+
+
+def test_an_explicit_length_is_not_tapered():
+    segments = plan_segments(make_video(1000, 25), slots=4, segment_seconds=2)
+    assert {s.frames for s in segments} == {50}
