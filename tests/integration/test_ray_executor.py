@@ -181,6 +181,13 @@ def test_detect_and_track_on_both_nodes_match_the_local_executor(
     assert frames(tmp_path / "ray.jsonl") == frames(tmp_path / "local.jsonl")
 
 
+def slow_job_locally(media: dict[str, Path], tmp_path: Path) -> tuple[dict[str, Any], Any]:
+    """The slow model's job options, and its output on the local executor."""
+    common = {"model": f"{media['root'] / 'slow.py'}:Slow", "crf": 0, "segment_seconds": 0.5}
+    local = vidshard.upscale(media["clip"], tmp_path / "local.mp4", devices="cpu:2", **common)
+    return common, local
+
+
 def worker_pids(label_part: str) -> list[psutil.Process]:
     """Worker processes whose slot label contains ``label_part`` (their argv names it)."""
     found = []
@@ -210,9 +217,7 @@ def kill_at_first_progress(action: Any) -> tuple[Any, threading.Event]:
 def test_an_actor_killed_mid_job_the_job_completes_identical(
     cluster: TwoNodeCluster, media: dict[str, Path], tmp_path: Path
 ) -> None:
-    model = f"{media['root'] / 'slow.py'}:Slow"
-    common = {"model": model, "crf": 0, "segment_seconds": 0.5}
-    local = vidshard.upscale(media["clip"], tmp_path / "local.mp4", devices="cpu:2", **common)
+    common, local = slow_job_locally(media, tmp_path)
     killed: list[int] = []
 
     def kill_an_actor() -> None:
@@ -442,9 +447,7 @@ def test_the_service_on_the_cluster_shows_each_node_and_one_going(
 def test_a_node_stopped_mid_job_the_job_completes_identical(
     cluster: TwoNodeCluster, media: dict[str, Path], tmp_path: Path
 ) -> None:
-    model = f"{media['root'] / 'slow.py'}:Slow"
-    common = {"model": model, "crf": 0, "segment_seconds": 0.5}
-    local = vidshard.upscale(media["clip"], tmp_path / "local.mp4", devices="cpu:2", **common)
+    common, local = slow_job_locally(media, tmp_path)
     on_progress, done = kill_at_first_progress(cluster.stop_second_node)
     try:
         on_ray = vidshard.upscale(

@@ -29,7 +29,7 @@ from vidshard.engine.progress import ProgressSnapshot
 from vidshard.errors import Cancelled, ConfigError, InputError, OutputError
 from vidshard.executors.base import Executor, Recipe
 from vidshard.executors.local import LocalExecutor
-from vidshard.executors.registry import create_executor
+from vidshard.executors.registry import executor_with_slots
 from vidshard.generation.types import (
     CacheSettings,
     GenerationModel,
@@ -266,11 +266,12 @@ def _run_own_pool(
     """A pool on ``settings.devices`` for one run (the CLI, the Python API)."""
     from vidshard.generation.group import GroupKeeper
 
-    pool = create_executor(settings.executor)
-    if not isinstance(pool, LocalExecutor):
-        raise ConfigError(f"executor {settings.executor!r} cannot run device groups")
+    pool, slots = executor_with_slots(
+        settings.executor, settings.devices, settings.workers_per_device
+    )
     try:
-        slots = pool.resolve_slots(settings.devices, settings.workers_per_device)
+        if not isinstance(pool, LocalExecutor):
+            raise ConfigError(f"executor {settings.executor!r} cannot run device groups")
         if len(slots) < layout.world:
             raise ConfigError(
                 f"the layout needs {layout.world} slot(s) (ulysses {layout.ulysses} x cfg "
