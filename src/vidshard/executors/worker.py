@@ -17,6 +17,7 @@ import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from vidshard.devices.types import DeviceSlot
@@ -24,6 +25,7 @@ from vidshard.devices.types import DeviceSlot
 logger = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.2
 HEARTBEAT_INTERVAL_S = 1.0
+UNPICKLE_ATTEMPTS = 3
 
 
 class _Channel:
@@ -102,6 +104,24 @@ def _orphan_watch(parent_pid: int) -> None:
     os._exit(0)
 
 
+def _unpickle(data: bytes) -> tuple[Any, ...]:
+    """A message's bytes as the message. Unpickling may import (a unit's classes), and an
+    import racing the main thread's can fail once (Python's import deadlock check): that
+    is retried. A message that still cannot be read ends the worker, so the coordinator
+    sees it lost and runs the unit again elsewhere, rather than waiting for it forever."""
+    for attempt in range(UNPICKLE_ATTEMPTS):
+        try:
+            message: tuple[Any, ...] = ForkingPickler.loads(data)
+            return message
+        except Exception:
+            if attempt + 1 == UNPICKLE_ATTEMPTS:
+                logger.exception("ending the worker: a coordinator message could not be read")
+                logging.shutdown()
+                os._exit(4)
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 class _Inbox:
     """Reads the pipe on its own thread, so a cancel reaches a unit while it runs, and
     a stream host's commands reach it while it runs (``commands``)."""
@@ -120,14 +140,12 @@ class _Inbox:
     def _read(self) -> None:
         while True:
             try:
-                message = self._conn.recv()
+                data = self._conn.recv_bytes()
             except (EOFError, OSError):  # the coordinator is gone
                 self.closing.set()
                 self._messages.put(None)
                 return
-            except Exception:  # its bytes were read: the pipe is fine, the next one may be
-                logger.exception("a message from the coordinator could not be read")
-                continue
+            message = _unpickle(data)
             if message[0] in ("stream_add", "stream_remove") or message[0].startswith("gen_"):
                 self.commands.put(message)
                 continue
@@ -196,6 +214,11 @@ def worker_main(slot: DeviceSlot, conn: Connection) -> None:
         return
     channel.send(("ready", os.getpid(), time.monotonic() - started))
     threading.Thread(target=_heartbeat, args=(channel, parent_pid), daemon=True).start()
+    # What a unit message needs to unpickle is imported before the inbox thread reads
+    # one, so the two threads never import the same modules at once.
+    import vidshard.engine.segment
+    import vidshard.engine.units  # noqa: F401
+
     _serve(_Inbox(conn), channel, model, fault, slot=slot)
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -40,6 +41,9 @@ class FakeConn:
         message = self.incoming.pop(0)
         self.log.append(("recv", message[0]))
         return message
+
+    def recv_bytes(self) -> bytes:  # the inbox reads bytes and unpickles them itself
+        return bytes(ForkingPickler.dumps(self.recv()))
 
     def send(self, message: tuple[Any, ...]) -> None:
         self.log.append(("send", message))
@@ -285,6 +289,45 @@ def test_serve_ends_when_the_coordinator_is_gone() -> None:
     conn = FakeConn([])  # recv raises EOFError at once
     worker._serve(worker._Inbox(conn), worker._Channel(conn), model=None)  # type: ignore[arg-type]
     assert conn.sent() == []
+
+
+class _Refuses:
+    """Unpickles only after ``fails`` tries (an import racing another thread's fails once)."""
+
+    fails = 0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Refuses._load, ())
+
+    @staticmethod
+    def _load() -> str:
+        if _Refuses.fails > 0:
+            _Refuses.fails -= 1
+            raise RuntimeError("deadlock detected by _ModuleLock('vidshard.media.reader')")
+        return "read"
+
+
+def test_a_message_that_fails_to_unpickle_once_is_read_on_a_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_Refuses, "fails", 1)
+    assert worker._unpickle(bytes(ForkingPickler.dumps(("unit", _Refuses())))) == ("unit", "read")
+
+
+def test_a_message_that_cannot_be_read_ends_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Dropping it would leave the coordinator waiting for its unit forever; a worker
+    # that exits is a lost worker, and the unit runs again.
+    monkeypatch.setattr(_Refuses, "fails", worker.UNPICKLE_ATTEMPTS)
+    exits: list[int] = []
+
+    def exit_(code: int) -> None:
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(worker.os, "_exit", exit_)
+    with pytest.raises(SystemExit):
+        worker._unpickle(bytes(ForkingPickler.dumps(("unit", _Refuses()))))
+    assert exits == [4]
 
 
 # --- imports ---------------------------------------------------------------------------
