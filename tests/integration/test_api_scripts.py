@@ -300,6 +300,7 @@ def test_an_interrupted_job_keeps_finished_units_but_no_partial_file(tmp_path: P
         assert work.keep_for_resume()
         assert sorted(p.name for p in work.path.iterdir()) == [
             "core-00000.mp4",
+            "finished.txt",
             "lock",
             "manifest.json",
         ]

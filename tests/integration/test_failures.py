@@ -7,7 +7,6 @@ to a clean run (deterministic model, lossless encode).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from tests.clips import ClipSpec, write_clip
 from tests.helpers import frame_hashes, frame_times, slow_model_source
 
 import vidshard
+from vidshard.engine.manifest import Manifest
 from vidshard.engine.upscale import work_dir_for
 from vidshard.errors import WorkerError
 from vidshard.executors import local
@@ -139,14 +139,12 @@ def run_cli(source, output, model, *extra):
 
 
 def wait_finished_units(output: Path, count: int, timeout_s: float = 60) -> None:
-    manifest = work_dir_for(output) / "manifest.json"
+    work_dir = work_dir_for(output)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            if len(json.loads(manifest.read_text())["finished"]) >= count:
-                return
-        except (OSError, ValueError):
-            pass
+        manifest = Manifest.load(work_dir)
+        if manifest is not None and len(manifest.finished) >= count:
+            return
         time.sleep(0.05)
     raise AssertionError(f"{count} units did not finish in {timeout_s} s")
 

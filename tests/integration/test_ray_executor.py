@@ -350,7 +350,7 @@ def test_the_storage_check_names_the_node_and_the_path(
 def test_an_interrupted_job_resumes_on_the_cluster(
     cluster: TwoNodeCluster, media: dict[str, Path], tmp_path: Path
 ) -> None:
-    from vidshard.engine.manifest import MANIFEST_NAME
+    from vidshard.engine.manifest import Manifest
     from vidshard.engine.upscale import work_dir_for
 
     model = f"{media['root'] / 'slow.py'}:Slow"
@@ -362,13 +362,11 @@ def test_an_interrupted_job_resumes_on_the_cluster(
     proc = subprocess.Popen(
         command, env=ray_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    manifest = work_dir_for(out) / MANIFEST_NAME
+    work_dir = work_dir_for(out)
 
     def finished() -> int:
-        try:
-            return len(json.loads(manifest.read_text())["finished"])
-        except (OSError, ValueError, KeyError):
-            return 0
+        manifest = Manifest.load(work_dir)
+        return 0 if manifest is None else len(manifest.finished)
 
     try:
         wait_for(lambda: finished() >= 2 or proc.poll() is not None, WAIT_S)

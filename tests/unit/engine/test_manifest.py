@@ -1,9 +1,10 @@
+import itertools
 import os
 
 import pytest
 from tests.clips import ClipSpec, write_clip
 
-from vidshard.engine.manifest import MANIFEST_NAME, Manifest, fingerprint
+from vidshard.engine.manifest import FINISHED_NAME, MANIFEST_NAME, Manifest, fingerprint
 from vidshard.media import probe
 from vidshard.models import resolve_model
 
@@ -23,7 +24,39 @@ def test_round_trip_and_atomic_save(tmp_path):
     assert Manifest.load(tmp_path) == Manifest(
         "abc", [0, 5, 12], 2, ["segment-00000", "segment-00001"]
     )
-    assert [p.name for p in tmp_path.iterdir()] == [MANIFEST_NAME]  # no temp file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FINISHED_NAME, MANIFEST_NAME]
+
+
+def test_a_finished_unit_appends_one_line_and_leaves_the_plan_alone(tmp_path):
+    # Recording a unit costs the same however many came before (no rewrite of the
+    # whole record: that made a long job's bookkeeping quadratic).
+    manifest = Manifest("abc", list(range(0, 30_001, 30)), 2)
+    manifest.save(tmp_path)
+    plan = (tmp_path / MANIFEST_NAME).read_bytes()
+    sizes = []
+    for n in range(1000):
+        manifest.mark_finished(f"segment-{n:05d}", tmp_path)
+        sizes.append((tmp_path / FINISHED_NAME).stat().st_size)
+    assert (tmp_path / MANIFEST_NAME).read_bytes() == plan
+    assert {b - a for a, b in itertools.pairwise(sizes)} == {len("segment-00000\n")}
+    assert Manifest.load(tmp_path).finished == [f"segment-{n:05d}" for n in range(1000)]
+
+
+def test_a_line_cut_short_by_a_crash_is_not_a_record(tmp_path):
+    Manifest("abc", [0, 5, 12], 2, ["segment-00000"]).save(tmp_path)
+    with (tmp_path / FINISHED_NAME).open("a") as out:
+        out.write("segment-0000")  # the crash came before the rest and the newline
+    assert Manifest.load(tmp_path).finished == ["segment-00000"]
+    Manifest.load(tmp_path).mark_finished("segment-00001", tmp_path)
+    assert Manifest.load(tmp_path).finished == ["segment-00000", "segment-00001"]
+
+
+def test_an_older_manifest_with_its_list_inside_is_read(tmp_path):
+    (tmp_path / MANIFEST_NAME).write_text(
+        '{"fingerprint": "abc", "bounds": [0, 5, 12], "overlap_frames": 2,'
+        ' "finished": ["segment-00000"]}'
+    )
+    assert Manifest.load(tmp_path) == Manifest("abc", [0, 5, 12], 2, ["segment-00000"])
 
 
 @pytest.mark.parametrize(
