@@ -31,6 +31,7 @@ from vidshard.executors.base import Executor
 from vidshard.executors.registry import executor_with_slots
 from vidshard.media import EncodeSettings, MediaInfo, join_segments, probe
 from vidshard.media.plan import plan_segments
+from vidshard.media.reader import reading_window
 from vidshard.media.source import FileIdentity
 from vidshard.media.types import VideoStreamInfo
 from vidshard.media.writer import output_notes
@@ -351,11 +352,12 @@ def _plan(
             continue
         for k, (start, end) in enumerate(split_parts(len(video.indices), share, overlap)):
             unit_id = f"video-{n:05d}-part-{k:03d}"
+            indices = tuple(video.indices[start:end])
             unit = TrackUnit(
                 unit_id=unit_id,
                 source=video.info.path,
-                video=video.info.video,
-                indices=tuple(video.indices[start:end]),
+                video=reading_window(video.info.video, indices[0], indices[-1] + 1),
+                indices=indices,
                 out_path=work_dir / f"{unit_id}.pkl",
                 masks=recipe.masks,
                 source_identity=video.info.identity,
@@ -444,7 +446,7 @@ def _annotate(
                 AnnotateUnit(
                     unit_id=f"annotate-{n:05d}-{k:05d}",
                     source=video.info.path,
-                    video=stream,
+                    video=reading_window(stream, seg.start, seg.end),
                     frame_range=(seg.start, seg.end),
                     drawings=tuple(drawings[seg.start : seg.end]),
                     out_path=path,

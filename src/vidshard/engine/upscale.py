@@ -26,6 +26,7 @@ from vidshard.media import (
     probe,
 )
 from vidshard.media.plan import Segment, plan_segments, segments_from_bounds
+from vidshard.media.reader import reading_window
 from vidshard.media.source import FileIdentity
 from vidshard.media.writer import output_notes
 from vidshard.models.options import TileOption
@@ -176,7 +177,7 @@ def build_plan(
             SegmentUnit(
                 unit_id=unit_id,
                 source=info.path,
-                video=video,
+                video=reading_window(video, *seg.read_range),  # not the whole video's lists
                 segment=seg,
                 core_path=work_dir / f"core-{seg.index:05d}{SEGMENT_SUFFIX}",
                 seam_left_path=seam_paths[seg.index - 1][1] if seg.seam_left else None,
@@ -195,7 +196,7 @@ def build_plan(
             units.append(
                 SeamUnit(
                     unit_id=seam_id,
-                    video=video,
+                    video=reading_window(video, *seg.seam_right),
                     frame_range=seg.seam_right,
                     left_path=left,
                     right_path=right,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vidshard.errors import ConfigError
@@ -102,7 +103,7 @@ def _segment_count(
     return max(1, min(wanted, video.frame_count // min_frames))
 
 
-def _snap(ideal: int, keyframes: tuple[int, ...], radius: int) -> int:
+def _snap(ideal: int, keyframes: Sequence[int], radius: int) -> int:
     pos = bisect.bisect_left(keyframes, ideal)
     candidates = [keyframes[i] for i in (pos - 1, pos) if 0 <= i < len(keyframes)]
     best = min(candidates, key=lambda k: abs(k - ideal), default=ideal)
@@ -142,7 +143,7 @@ def plan_segments(
 
 
 def _tapered_bounds(
-    total: int, length: float, slots: int, keyframes: tuple[int, ...], min_frames: int
+    total: int, length: float, slots: int, keyframes: Sequence[int], min_frames: int
 ) -> list[int]:
     """Boundaries of segments of ``length`` frames that shrink as the video nears its
     end, so the slots finish together instead of some idling through the last segments.
@@ -171,7 +172,7 @@ def _tapered_bounds(
     return bounds
 
 
-def _keyframe_interval(keyframes: tuple[int, ...]) -> int | None:
+def _keyframe_interval(keyframes: Sequence[int]) -> int | None:
     """The usual distance between keyframes (the median), or None with fewer than 3."""
     if len(keyframes) < 3:
         return None

@@ -14,7 +14,7 @@ import bisect
 import itertools
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from vidshard.errors import InputError, MediaError, VidshardError
 
 from .colour import to_rgb, video_colour
 from .source import FileIdentity, opened_source
-from .types import VideoStreamInfo
+from .types import VideoStreamInfo, span
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +74,13 @@ def read_frames(
         )
     if start == end:
         return
-    index_of = {pts: i for i, pts in enumerate(video.pts)}
-    key = bisect.bisect_right(video.keyframes, start) - 1
+    if not _covers(video, start, end):
+        raise MediaError(
+            f"{file.name}: frames [{start}, {end}) are outside the frame window read with "
+            f"them ({reading_window.__name__} makes the one needed)"
+        )
+    index_of = _index_lookup(video)
+    key = bisect.bisect_right(video.keyframes, start, *span(video.keyframes)) - 1
     for attempt in range(MAX_SEEK_RETRIES + 2):
         seek_frame = _seek_target(video, key - attempt, last=attempt > MAX_SEEK_RETRIES)
         try:
@@ -96,6 +101,48 @@ def read_frames(
     raise MediaError(f"{file.name}: cannot reach frame {start}: every seek lands after it")
 
 
+def reading_window(video: VideoStreamInfo, start: int, end: int) -> VideoStreamInfo:
+    """``video`` listing only what reading frames ``[start, end)`` looks at: from the
+    keyframe a seek (and its retries) lands on to one frame past ``end``. A work unit
+    carries this, not the whole video's frame lists (see :class:`FrameWindow`)."""
+    key = bisect.bisect_right(video.keyframes, start) - 1
+    first = video.keyframes[max(0, key - MAX_SEEK_RETRIES)] if key >= 0 else 0
+    return video.window(min(first, start), min(video.frame_count, end + 1))
+
+
+def _covers(video: VideoStreamInfo, start: int, end: int) -> bool:
+    """Whether ``video``'s lists hold what reading ``[start, end)`` needs."""
+    lo, hi = span(video.pts)
+    if (lo, hi) == (0, video.frame_count):
+        return True
+    key = bisect.bisect_right(video.keyframes, start, *span(video.keyframes)) - 1
+    needed = max(0, key - MAX_SEEK_RETRIES)
+    return lo <= start and end <= hi and (key < 0 or span(video.keyframes)[0] <= needed)
+
+
+def _index_lookup(video: VideoStreamInfo) -> Callable[[int], int | None]:
+    """A decoded frame's pts -> its frame index (None: a pts the probe did not list).
+    In a window, a pts past its last frame reads as the frame after it, and one before
+    its first as the frame before it, so decoding stops and skips as with the whole list."""
+    lo, hi = span(video.pts)
+    index_of = {video.pts[i]: i for i in range(lo, hi)}
+    total = video.frame_count
+    if (lo, hi) == (0, total) or hi == lo:
+        return index_of.get
+    first, last = video.pts[lo], video.pts[hi - 1]
+
+    def find(pts: int) -> int | None:
+        index = index_of.get(pts)
+        if index is None:
+            if pts > last and hi < total:
+                return hi
+            if pts < first and lo > 0:
+                return lo - 1
+        return index
+
+    return find
+
+
 def _seek_target(video: VideoStreamInfo, key: int, *, last: bool) -> int | None:
     """The frame index to seek to, or None to decode from the file's start."""
     if last or key <= 0 or not video.keyframes:
@@ -107,7 +154,7 @@ def _decode_range(
     file: Path,
     name: str,
     video: VideoStreamInfo,
-    index_of: dict[int, int],
+    index_of: Callable[[int], int | None],
     *,
     start: int,
     end: int,
@@ -181,7 +228,7 @@ def _stream_position(
 def _decoded(
     container: av.container.InputContainer,
     stream: av.video.stream.VideoStream,
-    index_of: dict[int, int],
+    index_of: Callable[[int], int | None],
     file: Path,
     refused: list[av.FFmpegError],
 ) -> Iterator[tuple[int, int, av.VideoFrame]]:
@@ -196,7 +243,7 @@ def _decoded(
             continue
         for frame in frames:
             pts = frame.pts if frame.pts is not None else frame.dts
-            index = index_of.get(pts) if pts is not None else None
+            index = index_of(pts) if pts is not None else None
             if index is None or pts is None:
                 logger.debug("%s: decoded a frame with unknown pts %s", file.name, pts)
                 continue
