@@ -209,18 +209,11 @@ def build_plan(
     return _Plan(units, depends_on, positions, len(positions), len(segments))
 
 
-def _prepare(
-    source: Path,
-    output: Path,
-    options: UpscaleOptions,
-    expected: FileIdentity | None = None,
-) -> tuple[MediaInfo, ModelRef, EncodeSettings]:
+def _resolve(source: Path, output: Path, options: UpscaleOptions) -> ModelRef:
+    """The checks that need no probe, and the model: enough to start the workers."""
     options.validate()
     check_paths(source, output)
-    settings = options.encode_settings()
-    info = probe(source, expected)
-    check_output_container(info, output, video_codec=settings.codec)
-    model = resolve_model(
+    return resolve_model(
         options.model,
         scale=options.scale,
         options=ModelOptions(
@@ -230,10 +223,80 @@ def _prepare(
             batch_size=options.batch_size,
         ),
     )
+
+
+def _prepare(
+    source: Path,
+    output: Path,
+    options: UpscaleOptions,
+    model: ModelRef,
+    expected: FileIdentity | None = None,
+) -> tuple[MediaInfo, EncodeSettings]:
+    settings = options.encode_settings()
+    info = probe(source, expected)
+    check_output_container(info, output, video_codec=settings.codec)
     out_wh = output_size_wh(info.video.size_wh, model.spec.scale, down_sample=options.down_sample)
     for note in output_notes(settings, info.video, out_wh):  # once here, not per segment
         logger.warning("%s: %s", source.name, note)
-    return info, model, settings
+    return info, settings
+
+
+class _EarlyStart:
+    """The workers start (and load the model) on a thread while the coordinator probes
+    the input and plans the job; :meth:`wait` joins them when the first unit is due.
+
+    Their events wait in order until the job's sink is there. A job refused before
+    it waited (a bad input, an output another job holds) stops them at once
+    (:meth:`close`), without waiting for a model to load.
+    """
+
+    def __init__(self, runner: Executor, slots: list[DeviceSlot], model: ModelRef) -> None:
+        self.runner = runner
+        self._lock = threading.Lock()
+        self._early: list[Event] = []
+        self._sink: Callable[[Event], None] | None = None
+        self._error: BaseException | None = None
+        self._waited = False
+        self._thread = threading.Thread(
+            target=self._start, args=(slots, model), name="start-workers", daemon=True
+        )
+        self._thread.start()
+
+    def _start(self, slots: list[DeviceSlot], model: ModelRef) -> None:
+        try:
+            self.runner.start(slots, model, self._relay)
+        except BaseException as exc:  # raised by wait(), in the job's thread
+            self._error = exc
+
+    def _relay(self, event: Event) -> None:
+        with self._lock:
+            if self._sink is None:
+                self._early.append(event)
+                return
+            sink = self._sink
+        sink(event)
+
+    def wait(self, sink: Callable[[Event], None]) -> None:
+        """Hand the workers' events to ``sink`` (those so far first); return once every
+        worker is ready or has failed, raising what ``start`` raised."""
+        with self._lock:
+            early, self._early = self._early, []
+            self._sink = sink
+        for event in early:
+            sink(event)
+        self._waited = True
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """The job ended before it waited for its workers: stop them now (once)."""
+        if self._waited:
+            return
+        self._waited = True
+        self.runner.abort_start()
+        self._thread.join()
+        self.runner.shutdown()
 
 
 class _WorkDir:
@@ -376,31 +439,50 @@ def run_upscale(
     source_path, output_path = Path(source), Path(output)
     phase = on_phase or (lambda _name: None)
     phase("checking input")
-    info, model, settings = _prepare(source_path, output_path, options, expected=source_identity)
+    model = _resolve(source_path, output_path, options)
     slots: list[DeviceSlot] = []  # a shared pool's slots are already up
+    early: _EarlyStart | None = None
     if executor is not None:
         runner = executor(model)
     else:
         runner, slots = executor_with_slots(
             options.executor, options.devices, options.workers_per_device
         )
-    with _WorkDir(output_path) as work:
-        keep = False
-        try:
-            result = _run(
-                info, output_path, options, model, slots, settings, work, phase, on_progress, runner
-            )
-        except (KeyboardInterrupt, WorkerError, CancelledError):
-            keep = work.keep_for_resume()  # finished segments stay for a resume
-            raise
-        except OSError as exc:  # the disk refused a write: full, quota, file size limit
-            failure = write_failure(exc, f"in {output_path.parent}")
-            if failure is None:
+        early = _EarlyStart(runner, slots, model)  # they load while the input is probed
+    try:
+        info, settings = _prepare(
+            source_path, output_path, options, model, expected=source_identity
+        )
+        with _WorkDir(output_path) as work:
+            keep = False
+            try:
+                result = _run(
+                    info,
+                    output_path,
+                    options,
+                    model,
+                    slots,
+                    settings,
+                    work,
+                    phase,
+                    on_progress,
+                    runner,
+                    early,
+                )
+            except (KeyboardInterrupt, WorkerError, CancelledError):
+                keep = work.keep_for_resume()  # finished segments stay for a resume
                 raise
-            raise failure from exc
-        finally:
-            if not keep:
-                work.remove()
+            except OSError as exc:  # the disk refused a write: full, quota, file size limit
+                failure = write_failure(exc, f"in {output_path.parent}")
+                if failure is None:
+                    raise
+                raise failure from exc
+            finally:
+                if not keep:
+                    work.remove()
+    finally:
+        if early is not None:
+            early.close()  # refused before its first unit: the workers stop now
     return replace(result, seconds=time.monotonic() - started)
 
 
@@ -415,6 +497,7 @@ def _run(
     phase: PhaseFn,
     on_progress: ProgressFn | None,
     executor: Executor,
+    early: _EarlyStart | None = None,
 ) -> UpscaleResult:
     slot_count = len(slots) or len(executor.live_slots())
     manifest = _load_or_plan(work, info, model, options, settings, slot_count)
@@ -457,7 +540,10 @@ def _run(
     if pending:
         try:
             phase(f"starting {slot_count} worker(s)")
-            executor.start(slots, model, on_event)
+            if early is not None:
+                early.wait(on_event)  # started while the input was probed
+            else:
+                executor.start(slots, model, on_event)
             executor.check_storage([str(info.path)], [str(work.path)])
             resumed = f", {len(finished)} resumed" if finished else ""
             phase(f"upscaling x{model.spec.scale} in {plan.segments} segment(s){resumed}")
@@ -472,7 +558,10 @@ def _run(
             if stopping is None:
                 executor.shutdown()
     else:
-        executor.shutdown()  # never started: nothing to stop, but a pool job is released
+        if early is not None:
+            early.close()  # every unit resumed: the workers started early stop now
+        else:
+            executor.shutdown()  # never started: nothing to stop, but a pool job is released
         phase("joining")
     out_wh = output_size_wh(info.video.size_wh, model.spec.scale, down_sample=options.down_sample)
     try:

@@ -143,6 +143,12 @@ class Executor(ABC):
     def shutdown(self) -> None:
         """Stop every worker; pending units fail with CancelledError."""
 
+    def abort_start(self) -> None:
+        """Called from another thread while :meth:`start` runs, when the job it starts
+        for was refused meanwhile: stop the workers without waiting for them to load
+        (``start`` then fails). By default ``start`` is left to finish."""
+        return None
+
     def submit_pinned(
         self, slot_label: str, unit: PinnedUnit, on_message: MessageSink
     ) -> PinnedRun:

@@ -78,9 +78,15 @@ class LocalExecutor(Executor):
     def start(self, slots: Sequence[DeviceSlot], model: Recipe | None, on_event: EventSink) -> None:
         self._model = model
         self._sink = on_event
-        self._workers = [self._new_worker(slot, model, on_event) for slot in slots]
+        with self._lock:
+            if self._closing.is_set():  # aborted before it began
+                raise errors.WorkerError("the pool is closing")
+            self._workers = [self._new_worker(slot, model, on_event) for slot in slots]
         for worker in self._workers:
             worker.spawn()
+        if self._closing.is_set():  # aborted while spawning: these are not waited for
+            for worker in self._workers:
+                worker.kill()
         deadline = time.monotonic() + self.supervision.load_timeout_s
         results = [w.await_ready(max(1.0, deadline - time.monotonic())) for w in self._workers]
         if not any(results):
@@ -435,6 +441,15 @@ class LocalExecutor(Executor):
             pinned, WorkerLost(f"slot {worker.slot.label} is down: {reasons or 'its worker died'}")
         )
         _fail(orphans, errors.WorkerError(f"no worker is left: {reasons or 'every worker died'}"))
+
+    def abort_start(self) -> None:
+        """Stop workers still starting, now (their job was refused meanwhile): a
+        :meth:`start` under way then fails without waiting for them to load."""
+        with self._lock:
+            self._closing.set()
+            workers = list(self._workers)
+        for worker in workers:
+            worker.kill()
 
     def shutdown(self) -> None:
         with self._lock:
