@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vidshard.detection.pipeline import DetectRecipe
-from vidshard.generation.types import GenerationModel, Layout
 from vidshard.media.plan import Segment
 from vidshard.media.source import FileIdentity
 from vidshard.media.types import VideoStreamInfo
 from vidshard.media.writer import EncodeSettings
+
+if TYPE_CHECKING:  # a unit that holds one imports it as it is unpickled: an upscale
+    # worker loads no detection or generation code
+    from vidshard.detection.pipeline import DetectRecipe
+    from vidshard.generation.types import GenerationModel, Layout
 
 
 def output_size_wh(
