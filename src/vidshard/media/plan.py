@@ -128,6 +128,12 @@ def plan_segments(
     # Each segment keeps at least one frame of its own beside its two seam halves.
     min_frames = max(MIN_SEGMENT_FRAMES, 2 * overlap_frames + 1)
     count = _segment_count(video, slots, segment_seconds, min_frames)
+    gap = _keyframe_interval(video.keyframes)
+    if segment_seconds is None and gap is not None:
+        # A segment starting between keyframes decodes from the one before it: the
+        # default length is never cut finer than the keyframe interval, unless the
+        # slots need more segments than that to share the work.
+        count = max(1, min(count, max(slots * SEGMENTS_PER_SLOT, total // gap)))
     length = total / count
     if segment_seconds is None and count > 1:  # an explicit length is kept as given
         bounds = _tapered_bounds(total, length, slots, video.keyframes, min_frames)
@@ -151,12 +157,12 @@ def _tapered_bounds(
     Each segment is ``remaining / (2 x slots)`` frames, at most ``length`` and at least
     a quarter of it: the last round hands every slot a short piece. Boundaries snap to
     a keyframe within a quarter of a full segment (half of a shorter one); where keyframes
-    come regularly and close together, no segment is shorter than their interval, so
-    every boundary still lands on one.
+    come regularly, at most ``length`` apart, no segment is shorter than their interval,
+    so every boundary still lands on one.
     """
     floor = max(min_frames, round(length * TAIL_FRACTION))
     gap = _keyframe_interval(keyframes)
-    if gap is not None and gap <= length / 2:
+    if gap is not None and gap <= length:
         floor = max(floor, gap)
     bounds = [0]
     while (remaining := total - bounds[-1]) > 0:
