@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -52,21 +51,9 @@ ENCODE = {"codec": "libx264", "crf": 0, "preset": "ultrafast"}
 
 
 def synthetic_video(minutes: float) -> Any:
-    from vidshard.media.types import VideoStreamInfo
+    from tests.clips import stream_info
 
-    frames = round(minutes * 60 * 30)
-    return VideoStreamInfo(
-        index=0,
-        codec="h264",
-        width=1920,
-        height=1080,
-        pix_fmt="yuv420p",
-        time_base=Fraction(1, 15360),
-        pts=tuple(i * 512 for i in range(frames)),
-        keyframes=tuple(range(0, frames, 60)),
-        durations=(512,) * frames,
-        avg_rate=Fraction(30),
-    )
+    return stream_info(round(minutes * 60 * 30))
 
 
 def _timed(fn: Any) -> float:

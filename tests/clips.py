@@ -35,6 +35,23 @@ AUDIO_RATE_HZ = 16000
 AUDIO_FRAME_SAMPLES = 1024
 
 
+def stream_info(frames: int, *, gop: int = 60) -> VideoStreamInfo:
+    """What a probe finds in a 1080p30 H.264 stream of ``frames`` frames with a keyframe
+    every ``gop``, without a file: for planning and bookkeeping at any length."""
+    return VideoStreamInfo(
+        index=0,
+        codec="h264",
+        width=1920,
+        height=1080,
+        pix_fmt="yuv420p",
+        time_base=Fraction(1, 15360),
+        pts=tuple(i * 512 for i in range(frames)),
+        keyframes=tuple(range(0, frames, gop)),
+        durations=(512,) * frames,
+        avg_rate=Fraction(30),
+    )
+
+
 @dataclass(frozen=True)
 class ClipSpec:
     size_wh: tuple[int, int] = (64, 48)

@@ -69,7 +69,12 @@ class UpscaleParams(TaskOptions):
     ]
     segment_seconds: Annotated[
         float | None,
-        Field(None, gt=0, le=3600, description="Segment length (default: ~2 s, 4+ per slot)."),
+        Field(
+            None,
+            gt=0,
+            le=3600,
+            description="Segment length (default: ~2 s, a keyframe interval or more; 4+ per slot).",
+        ),
     ]
     codec: Annotated[
         str, Field("libx264", min_length=1, max_length=64, description="Video encoder.")

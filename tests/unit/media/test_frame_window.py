@@ -8,19 +8,18 @@ table) grow with the square of its length.
 from __future__ import annotations
 
 import pickle
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.clips import ClipSpec, write_clip
+from tests.clips import ClipSpec, stream_info, write_clip
 
 from vidshard.engine.upscale import build_plan
 from vidshard.errors import MediaError
 from vidshard.media import EncodeSettings, probe, read_frames
 from vidshard.media.plan import plan_segments
 from vidshard.media.reader import reading_window
-from vidshard.media.types import FrameWindow, MediaInfo, VideoStreamInfo
+from vidshard.media.types import FrameWindow, MediaInfo
 from vidshard.models import resolve_model
 
 
@@ -56,25 +55,10 @@ def test_reading_outside_a_window_is_refused(read) -> None:  # type: ignore[no-u
         read(FrameWindow.of(tuple(range(100)), 40, 60))
 
 
-def _video(frames: int, gop: int = 60) -> VideoStreamInfo:
-    return VideoStreamInfo(
-        index=0,
-        codec="h264",
-        width=1920,
-        height=1080,
-        pix_fmt="yuv420p",
-        time_base=Fraction(1, 15360),
-        pts=tuple(i * 512 for i in range(frames)),
-        keyframes=tuple(range(0, frames, gop)),
-        durations=(512,) * frames,
-        avg_rate=Fraction(30),
-    )
-
-
 def test_a_unit_s_size_does_not_grow_with_the_video_s_length(tmp_path: Path) -> None:
     sizes = {}
     for minutes in (1, 60):
-        video = _video(minutes * 60 * 30)
+        video = stream_info(minutes * 60 * 30)
         info = MediaInfo(tmp_path / "in.mp4", "mp4", 0, video.duration_s, video)
         segments = plan_segments(video, slots=8, overlap_frames=4)
         plan = build_plan(
