@@ -7,6 +7,7 @@ for their model to load.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from tests.clips import ClipSpec, write_clip
 
 from vidshard.engine import upscale as upscale_module
 from vidshard.engine.upscale import UpscaleOptions, run_upscale
-from vidshard.errors import InputError
+from vidshard.errors import InputError, WorkerError
+from vidshard.executors.local import LocalExecutor
+from vidshard.models import resolve_model
 
 MODEL = '''
 import os, time
@@ -107,3 +110,56 @@ def test_a_job_refused_during_the_probe_stops_its_loading_workers_at_once(
     assert _children() - before == set()  # every worker is gone
     assert not setup["out"].exists()
     assert list(setup["out"].parent.glob(".*.vidshard")) == []
+
+
+def test_an_interrupt_while_waiting_for_the_workers_stops_their_start(
+    setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C lands while the job waits for workers still loading: the start under way
+    # is aborted before the shutdown, so none comes up afterwards.
+    monkeypatch.setenv("EARLY_LOAD_S", "120")
+    before = _children()
+
+    def interrupted(self: object, sink: object) -> None:
+        deadline = time.monotonic() + 60
+        while not setup["stamps"].exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(upscale_module._EarlyStart, "wait", interrupted)
+    options = UpscaleOptions(model=f"{setup['model']}:Stamped", devices="cpu:2", crf=0)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_upscale(setup["clip"], setup["out"], options)
+    assert time.monotonic() - started < 60  # not the 120 s load
+    assert _children() - before == set()
+    assert not setup["out"].exists()
+
+
+def test_an_aborted_start_fails_with_a_worker_error(
+    setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EARLY_LOAD_S", "120")
+    before = _children()
+    executor = LocalExecutor()
+    slots = executor.resolve_slots("cpu:2")
+    model = resolve_model(f"{setup['model']}:Stamped")
+    raised: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            executor.start(slots, model, lambda _event: None)
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not setup["stamps"].exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    executor.abort_start()
+    thread.join(60)
+    executor.shutdown()
+    assert not thread.is_alive()
+    assert len(raised) == 1 and isinstance(raised[0], WorkerError), raised
+    assert _children() - before == set()

@@ -257,6 +257,7 @@ class _EarlyStart:
         self._sink: Callable[[Event], None] | None = None
         self._error: BaseException | None = None
         self._waited = False
+        self._stopped = False
         self._thread = threading.Thread(
             target=self._start, args=(slots, model), name="start-workers", daemon=True
         )
@@ -269,34 +270,40 @@ class _EarlyStart:
             self._error = exc
 
     def _relay(self, event: Event) -> None:
-        with self._lock:
+        with self._lock:  # in order: the held events go first, under the same lock
             if self._sink is None:
                 self._early.append(event)
-                return
-            sink = self._sink
-        sink(event)
+            else:
+                self._sink(event)
 
     def wait(self, sink: Callable[[Event], None]) -> None:
         """Hand the workers' events to ``sink`` (those so far first); return once every
         worker is ready or has failed, raising what ``start`` raised."""
         with self._lock:
-            early, self._early = self._early, []
-            self._sink = sink
-        for event in early:
-            sink(event)
+            for event in self._early:
+                sink(event)
+            self._early, self._sink = [], sink
+        self._thread.join()  # a Ctrl-C here leaves it unwaited: close() stops it
         self._waited = True
-        self._thread.join()
         if self._error is not None:
             raise self._error
 
-    def close(self) -> None:
-        """The job ended before it waited for its workers: stop them now (once)."""
-        if self._waited:
+    def stop(self) -> None:
+        """Stop the workers (once): a start still under way is aborted first, so no
+        slot comes up after the shutdown."""
+        if self._stopped:
             return
-        self._waited = True
-        self.runner.abort_start()
-        self._thread.join()
+        self._stopped = True
+        if self._thread.is_alive():
+            self.runner.abort_start()
+            self._thread.join()
         self.runner.shutdown()
+
+    def close(self) -> None:
+        """The job ended before its workers were waited for (refused, interrupted):
+        stop them now."""
+        if not self._waited:
+            self.stop()
 
 
 class _WorkDir:
@@ -398,8 +405,9 @@ def _load_or_plan(
 def _finished_units(plan: _Plan, manifest: Manifest) -> set[str]:
     """Units the manifest lists as finished whose files are all still there."""
     done = set()
+    recorded = set(manifest.finished)
     for unit in plan.units:
-        if unit.unit_id not in manifest.finished:
+        if unit.unit_id not in recorded:
             continue
         if isinstance(unit, SegmentUnit):
             paths = [unit.core_path, unit.seam_left_path, unit.seam_right_path]
@@ -555,11 +563,13 @@ def _run(
             stopping = threading.Thread(target=executor.shutdown, name="stop-workers")
             stopping.start()
         finally:
-            if stopping is None:
+            if stopping is None and early is not None:
+                early.stop()  # a start interrupted under way is aborted first
+            elif stopping is None:
                 executor.shutdown()
     else:
         if early is not None:
-            early.close()  # every unit resumed: the workers started early stop now
+            early.stop()  # every unit resumed: the workers started early stop now
         else:
             executor.shutdown()  # never started: nothing to stop, but a pool job is released
         phase("joining")

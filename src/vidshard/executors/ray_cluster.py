@@ -45,6 +45,7 @@ from .slot import SlotWorker
 logger = logging.getLogger(__name__)
 
 RESERVE_TIMEOUT_S = 120.0  # a node's placement group: reserved, or the cluster is full
+RESERVE_POLL_S = 0.5  # how often a reservation in progress looks for an abort
 CALL_TIMEOUT_S = 30.0  # an actor's answer to a quick call
 NODE_POLL_S = 0.5  # while an actor starts: how often its node's liveness is read
 READING_TIMEOUT_S = 2.0  # device readings (the service's /v1/devices): unknown after this
@@ -169,9 +170,14 @@ class RayExecutor(LocalExecutor):
             for index, slot in enumerate(node_slots):
                 self._hosts[slot.label] = _Host(self, slot, group, index, per_device)
         waits = {address: group.ready() for address, group in self._groups.items()}
-        ready, _ = self._ray.wait(
-            list(waits.values()), num_returns=len(waits), timeout=RESERVE_TIMEOUT_S
-        )
+        ready: list[Any] = []
+        deadline = time.monotonic() + RESERVE_TIMEOUT_S
+        while len(ready) < len(waits) and time.monotonic() < deadline:
+            if self._closing.is_set():  # the job was refused meanwhile (abort_start)
+                raise errors.WorkerError("the pool is closing")
+            ready, _ = self._ray.wait(
+                list(waits.values()), num_returns=len(waits), timeout=RESERVE_POLL_S
+            )
         for address, ref in waits.items():
             if ref not in ready:
                 raise errors.DeviceError(

@@ -164,17 +164,20 @@ class SlotWorker:
         """Wait for the ready handshake; False (with ``load_error`` set) on failure."""
         if self.launch_error is not None:
             return self._not_ready(self.launch_error)
-        assert self.conn is not None and self.process is not None
+        # Local references: an aborted start kills the worker (and clears them) meanwhile.
+        conn, process = self.conn, self.process
+        if conn is None or process is None:
+            return self._not_ready(errors.WorkerError(f"worker {self.slot.label} was stopped"))
         deadline = time.monotonic() + timeout_s
         while True:  # log lines may come before the answer
             left = max(0.0, deadline - time.monotonic())
-            ready = wait([self.conn, self.process.sentinel], timeout=left)
             message: tuple[Any, ...] | None = None
-            if self.conn in ready:
-                try:
-                    message = self.conn.recv()
-                except (EOFError, OSError):  # killed while loading: reset or closed pipe
-                    message = None
+            try:
+                ready = wait([conn, process.sentinel], timeout=left)
+                if conn in ready:
+                    message = conn.recv()
+            except (EOFError, OSError, ValueError):  # killed while loading: closed pipe
+                message, ready = None, [conn]
             if message is None or message[0] != "log":
                 break
             relay_log(message, self.slot.label)
@@ -192,10 +195,9 @@ class SlotWorker:
             )
         else:
             # The pipe or the sentinel fired: the process is exiting; reap it for its code.
-            self.process.join(EXIT_GRACE_S)
+            process.join(EXIT_GRACE_S)
             error = errors.WorkerError(
-                f"worker {self.slot.label} exited while loading the model "
-                f"({self.process.exit_note()})"
+                f"worker {self.slot.label} exited while loading the model ({process.exit_note()})"
             )
         return self._not_ready(error)
 

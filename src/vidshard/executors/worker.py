@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.2
 HEARTBEAT_INTERVAL_S = 1.0
 UNPICKLE_ATTEMPTS = 3
+# Held while the inbox thread unpickles and while the main thread imports a unit kind's
+# code, so the two never import the same modules at once (Python's import-deadlock
+# check would fail one of them).
+_IMPORTS = threading.Lock()
 
 
 class _Channel:
@@ -111,7 +115,8 @@ def _unpickle(data: bytes) -> tuple[Any, ...]:
     sees it lost and runs the unit again elsewhere, rather than waiting for it forever."""
     for attempt in range(UNPICKLE_ATTEMPTS):
         try:
-            message: tuple[Any, ...] = ForkingPickler.loads(data)
+            with _IMPORTS:
+                message: tuple[Any, ...] = ForkingPickler.loads(data)
             return message
         except Exception:
             if attempt + 1 == UNPICKLE_ATTEMPTS:
@@ -259,18 +264,21 @@ def _serve(
             if isinstance(unit, SegmentUnit):
                 result = run_segment(unit, model, report, checkpoint, cancel=inbox.cancel)
             elif isinstance(unit, TrackUnit):
-                from vidshard.engine.track import run_track
+                with _IMPORTS:
+                    from vidshard.engine.track import run_track
 
                 result = run_track(unit, model, report, cancel=inbox.cancel)
             elif isinstance(unit, AnnotateUnit):
-                from vidshard.engine.track import run_annotate
+                with _IMPORTS:
+                    from vidshard.engine.track import run_annotate
 
                 result = run_annotate(unit, report, cancel=inbox.cancel)
             elif isinstance(unit, StreamHostUnit):
                 token = message[2] if len(message) > 2 else unit_id
                 result = _host_streams(unit, token, inbox, channel, slot)
             elif isinstance(unit, GroupRankUnit):
-                from vidshard.generation.group_rank import serve_rank
+                with _IMPORTS:
+                    from vidshard.generation.group_rank import serve_rank
 
                 token = message[2] if len(message) > 2 else unit_id
                 device = slot.torch_device if slot is not None else "cpu"
@@ -300,7 +308,9 @@ def _host_streams(
     stream is removed (or the unit is cancelled: the host stops what it still holds)."""
     from vidshard.engine.units import UnitResult
     from vidshard.errors import Cancelled
-    from vidshard.streams.host import StreamHost
+
+    with _IMPORTS:
+        from vidshard.streams.host import StreamHost
 
     started = time.monotonic()
     device, label = (slot.torch_device, slot.label) if slot is not None else ("cpu", "")

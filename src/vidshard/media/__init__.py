@@ -1,17 +1,13 @@
 """Media I/O: probe, colour, frame-exact segment reader, segment writer, join and verification.
 
 The names below are imported when first used, so a worker that only reads and writes
-segments does not load the probe or the join.
+segments does not load the join (nor the colour charts and stream copying it needs).
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
-
-# ``probe`` is both a submodule and its function: bound now, the function wins for good
-# (the submodule's import would otherwise set the package's ``probe`` to the module).
-from .probe import bit_depth, probe, probe_to_dict
 
 if TYPE_CHECKING:
     from .colour import Colour, ColourTags, colour_rule, to_rgb, video_colour
@@ -78,3 +74,12 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value  # the next lookup is a plain attribute
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+# ``probe`` is both a submodule and its function: bound now, the function wins for good
+# (the submodule's import would otherwise set the package's ``probe`` to the module).
+from .probe import bit_depth, probe, probe_to_dict  # noqa: E402
