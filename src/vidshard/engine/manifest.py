@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +72,11 @@ class Manifest:
     def save(self, work_dir: Path) -> None:
         """Write the plan, and the units finished so far as a new finished list."""
         path = work_dir / MANIFEST_NAME
-        data = asdict(self)
-        data.pop("_recorded", None)
-        data.pop("_appending", None)
-        data.pop("finished")
+        data = {
+            "fingerprint": self.fingerprint,
+            "bounds": self.bounds,
+            "overlap_frames": self.overlap_frames,
+        }
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=1))
         finished = work_dir / FINISHED_NAME

@@ -80,7 +80,7 @@ def read_frames(
             f"them ({reading_window.__name__} makes the one needed)"
         )
     index_of = _index_lookup(video)
-    key = bisect.bisect_right(video.keyframes, start, *span(video.keyframes)) - 1
+    key = _key_position(video, start)
     for attempt in range(MAX_SEEK_RETRIES + 2):
         seek_frame = _seek_target(video, key - attempt, last=attempt > MAX_SEEK_RETRIES)
         try:
@@ -105,9 +105,15 @@ def reading_window(video: VideoStreamInfo, start: int, end: int) -> VideoStreamI
     """``video`` listing only what reading frames ``[start, end)`` looks at: from the
     keyframe a seek (and its retries) lands on to one frame past ``end``. A work unit
     carries this, not the whole video's frame lists (see :class:`FrameWindow`)."""
-    key = bisect.bisect_right(video.keyframes, start) - 1
+    key = _key_position(video, start)
     first = video.keyframes[max(0, key - MAX_SEEK_RETRIES)] if key >= 0 else 0
     return video.window(min(first, start), min(video.frame_count, end + 1))
+
+
+def _key_position(video: VideoStreamInfo, start: int) -> int:
+    """The position in ``video.keyframes`` of the last keyframe at or before ``start``
+    (-1: none), looked up within what the list holds."""
+    return bisect.bisect_right(video.keyframes, start, *span(video.keyframes)) - 1
 
 
 def _covers(video: VideoStreamInfo, start: int, end: int) -> bool:
@@ -115,7 +121,7 @@ def _covers(video: VideoStreamInfo, start: int, end: int) -> bool:
     lo, hi = span(video.pts)
     if (lo, hi) == (0, video.frame_count):
         return True
-    key = bisect.bisect_right(video.keyframes, start, *span(video.keyframes)) - 1
+    key = _key_position(video, start)
     needed = max(0, key - MAX_SEEK_RETRIES)
     return lo <= start and end <= hi and (key < 0 or span(video.keyframes)[0] <= needed)
 
